@@ -1,0 +1,1 @@
+"""Method modules: pure functions, numpy out, no widget code."""
