@@ -1,11 +1,57 @@
 """nbviz: look inside convolutional networks from a notebook.
 
-``import nbviz`` imports TensorFlow and nothing heavier: no model is built, nothing is downloaded,
-and the widget stack (ipywidgets, ipycanvas) is imported only when ``nbviz.Explorer`` is used.
+``import nbviz`` imports TensorFlow and nothing heavier: no model is built, nothing is downloaded.
+The public functions are loaded on first use (``nbviz.gradcam``, ``nbviz.Explorer``, ...), so the
+widget stack (ipywidgets, ipycanvas) is imported only when ``nbviz.Explorer`` is used.
 """
+
+import importlib
 
 from nbviz.probe import ImageInput, LayerInfo, Probe
 
 __version__ = "0.1.0"
 
-__all__ = ["ImageInput", "LayerInfo", "Probe", "__version__"]
+# public name -> module that defines it
+_EXPORTS = {
+    # attribution (nbviz/methods/)
+    "saliency": "nbviz.methods.gradients",
+    "smoothgrad": "nbviz.methods.gradients",
+    "integrated_gradients": "nbviz.methods.gradients",
+    "guided_backprop": "nbviz.methods.guided",
+    "guided_relu": "nbviz.methods.guided",
+    "gradcam": "nbviz.methods.gradcam",
+    "gradcam_plus_plus": "nbviz.methods.gradcam",
+    "guided_gradcam": "nbviz.methods.gradcam",
+    "occlusion": "nbviz.methods.occlusion",
+    "activations": "nbviz.methods.activations",
+    "tile_channels": "nbviz.methods.activations",
+    # receptive fields
+    "ReceptiveField": "nbviz.methods.receptive_field",
+    "receptive_field": "nbviz.methods.receptive_field",
+    "GradientRF": "nbviz.methods.receptive_field",
+    "gradient_rf": "nbviz.methods.receptive_field",
+    "RFGrid": "nbviz.methods.receptive_field",
+    "rf_grid": "nbviz.methods.receptive_field",
+    "fully_convolutional": "nbviz.methods.receptive_field",
+    "plot_rf_grid": "nbviz.methods.rf_plot",
+    "plot_gradient_at": "nbviz.methods.rf_plot",
+    # the widget
+    "Explorer": "nbviz.widget",
+}
+_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget")
+
+__all__ = ["ImageInput", "LayerInfo", "Probe", "__version__", *_EXPORTS, *_SUBMODULES]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"nbviz.{name}")
+    raise AttributeError(f"module 'nbviz' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -23,6 +23,7 @@ import collections
 import contextlib
 import dataclasses
 import difflib
+import functools
 import threading
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -306,7 +307,7 @@ class Probe:
         ``extra_inputs`` gives the other inputs of a multi-input model by name; each is repeated
         over the batch when given for one example.
         """
-        inputs = self._model_inputs(images, extra_inputs)
+        inputs = self.model_inputs(images, extra_inputs)
         out = self.model(inputs, training=training)
         if isinstance(out, (list, tuple)):
             out = out[0]
@@ -314,7 +315,8 @@ class Probe:
             out = next(iter(out.values()))
         return tf.cast(out, tf.float32)
 
-    def _model_inputs(self, images, extra_inputs):
+    def model_inputs(self, images, extra_inputs=None):
+        """What to pass to the model: the images alone, or every input in order (multi-input)."""
         if self._n_inputs == 1:
             if extra_inputs:
                 raise ValueError(f"model {self.model.name!r} has one input; extra_inputs is not used")
@@ -343,7 +345,9 @@ class Probe:
 
     # ---------------------------------------------------------------- layers
 
-    def _walk(self) -> Iterator[tuple[str, Any, int]]:
+    def walk(self) -> Iterator[tuple[str, Any, int]]:
+        """Every layer and sub-layer as ``(path, layer, depth)``, in tracking order (no forward
+        pass; :meth:`layers` gives call order and shapes)."""
         seen = set()
 
         def visit(layer, prefix, depth):
@@ -370,7 +374,7 @@ class Probe:
         return list(self._records[key])
 
     def _record(self, h: int, w: int) -> list[LayerInfo]:
-        walked = list(self._walk())
+        walked = list(self.walk())
         shapes: dict[int, tuple] = {}
         order: dict[int, int] = {}
         outputs: dict[int, Any] = {}
@@ -387,12 +391,12 @@ class Probe:
             return wrapper
 
         images = tf.zeros((1, h, w, self.image_input.channels), tf.float32)
-        extra = self._zero_extra_inputs()
+        extra = self.zero_extra_inputs()
         with contextlib.ExitStack() as stack:
             for _, layer, _ in walked:
                 if layer_kind(layer) != "input":
                     stack.enter_context(_wrap_call(layer, recorder(layer)))
-            final = self.model(self._model_inputs(images, extra), training=False)
+            final = self.model(self.model_inputs(images, extra), training=False)
         final = final[0] if isinstance(final, (list, tuple)) else final
         # the innermost layer whose output is the model's output (for dropping a final softmax)
         self._output_layer = None
@@ -412,7 +416,8 @@ class Probe:
         infos.sort(key=lambda i: rank[i.path])
         return infos
 
-    def _zero_extra_inputs(self):
+    def zero_extra_inputs(self):
+        """Zeros for the non-image inputs of a multi-input model (None for one input)."""
         if self._n_inputs == 1:
             return None
         return {
@@ -514,7 +519,7 @@ class Probe:
         """
         swapped = []
         with contextlib.ExitStack() as stack:
-            for path, layer, _ in self._walk():
+            for path, layer, _ in self.walk():
                 new = replace(layer)
                 if new is None:
                     continue
@@ -565,17 +570,20 @@ class Probe:
         pass what changes between calls (images, target weights) as tensors.
         """
         if key not in self._functions:
-            def traced(*args, **kwargs):
-                self.traces[key] += 1
-                with _LOCK:
-                    return fn(*args, **kwargs)
-
-            self._functions[key] = tf.function(traced)
+            # a partial, not a closure: TensorFlow counts retraces per code object, and one shared
+            # code object for every key would make it warn about retracing that never happens
+            self._functions[key] = tf.function(functools.partial(_traced, self.traces, key, fn))
         return self._functions[key]
 
     def trace_count(self, purpose: str | None = None) -> int:
         """Traces so far, of every compiled function or of those whose key starts with purpose."""
         return sum(n for k, n in self.traces.items() if purpose is None or k[0] == purpose)
+
+
+def _traced(traces, key, fn, *args, **kwargs):
+    traces[key] += 1
+    with _LOCK:
+        return fn(*args, **kwargs)
 
 
 def _input_name(tensor, index: int) -> str:
