@@ -1,0 +1,104 @@
+"""Occlusion sensitivity (Zeiler & Fergus 2014), batched.
+
+A ``window`` slides over the image with ``stride`` (the last row/column of windows is moved
+inward so every pixel is covered); each window is replaced by ``baseline`` and the drop of the
+explained score, ``score(image) - score(occluded)``, is recorded. Each pixel gets the mean drop of
+the windows covering it. The occluded copies are built inside one compiled function and run in
+batches of ``batch_size`` (together with the image itself, whose top class is explained when
+``target`` is None): never one forward pass per window.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from nbviz.methods import gradients as _g
+from nbviz.methods import targets as _targets
+
+__all__ = ["occlusion", "window_positions"]
+
+
+def window_positions(length: int, window: int, stride: int) -> np.ndarray:
+    """Start offsets of the windows along one axis; the last one ends at ``length``."""
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return np.asarray(starts, np.int32)
+
+
+def occlusion(model, image, *, target=None, window=16, stride=8, baseline=0.0, batch_size=64,
+              preprocess=None, extra_inputs=None) -> np.ndarray:
+    """Occlusion sensitivity map, H×W float32 (N×H×W for a batch): the mean drop of the
+    explained score when the pixel is hidden. ``window``/``stride``: int or (height, width);
+    ``baseline``: the fill value, a number or an array broadcastable to the image."""
+    p, images, single = _g.prepare(model, image, preprocess)
+    n, height, width = (int(d) for d in images.shape[:3])
+    wh, ww = _pair(window, "window")
+    sh, sw = _pair(stride, "stride")
+    if wh > height or ww > width:
+        raise ValueError(f"window {wh}×{ww} is larger than the image ({height}×{width})")
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    base = _g._baseline(baseline, images)
+    sel = _g.selection(p, target, images, None)
+    tops, lefts = window_positions(height, wh, sh), window_positions(width, ww, sw)
+    grid_t, grid_l = (a.ravel() for a in np.meshgrid(tops, lefts, indexing="ij"))
+    count = len(grid_t)
+    size = int(min(batch_size, count))
+    fn = sel.fn
+
+    def drops(x, base, top_rows, left_cols, region, channels, top, extra):
+        rows = tf.range(height)[None, :]
+        cols = tf.range(width)[None, :]
+        in_rows = (rows >= top_rows[:, None]) & (rows < top_rows[:, None] + wh)
+        in_cols = (cols >= left_cols[:, None]) & (cols < left_cols[:, None] + ww)
+        hidden = tf.cast(in_rows[:, :, None, None] & in_cols[:, None, :, None], tf.float32)
+        occluded = x * (1.0 - hidden) + base * hidden
+        out = _g.explain(p, tf.concat([occluded, x], 0), None, extra)
+        resolved = channels if fn is not None else _targets.resolve_channels(
+            out[size:], region, channels, top)
+        rows_all = size + 1
+        score = _targets.scores(out, _g._with_fn(fn), tf.repeat(region, rows_all, axis=0),
+                                tf.repeat(resolved, rows_all, axis=0),
+                                tf.zeros((rows_all,), tf.bool))
+        return score[size] - score[:size]
+
+    f = p.compiled(_g.key_of("occlusion", images[:1], sel, (wh, ww), size), drops)
+    extra = _g.extra_tensors(p, extra_inputs)
+    row_masks = _cover(grid_t, wh, height)  # (P, H)
+    col_masks = _cover(grid_l, ww, width)  # (P, W)
+    coverage = row_masks.T @ col_masks
+    maps = np.empty((n, height, width), np.float32)
+    for i in range(n):
+        x, b, sel_i = images[i:i + 1], base[i:i + 1], sel.row(i)
+        found = np.empty(count, np.float32)
+        for start in range(0, count, size):
+            t, l = grid_t[start:start + size], grid_l[start:start + size]
+            m = len(t)
+            if m < size:  # pad the last batch to the same shape (no retrace); results dropped
+                t = np.concatenate([t, np.repeat(t[-1:], size - m)])
+                l = np.concatenate([l, np.repeat(l[-1:], size - m)])
+            d = f(x, b, tf.constant(t), tf.constant(l), *sel_i.tensors, extra)
+            found[start:start + m] = d.numpy()[:m]
+        maps[i] = (row_masks.T * found) @ col_masks / coverage
+    return _g.numpy_maps(maps, single, "occlusion")
+
+
+def _cover(starts: np.ndarray, window: int, length: int) -> np.ndarray:
+    """(P, length) float32: 1 where window p covers the position."""
+    pos = np.arange(length)[None, :]
+    return ((pos >= starts[:, None]) & (pos < starts[:, None] + window)).astype(np.float32)
+
+
+def _pair(value, name):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value, value)
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)):
+        raise TypeError(f"{name} must be an int or (height, width) ints, got {value!r}")
+    if min(value) < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return int(value[0]), int(value[1])
