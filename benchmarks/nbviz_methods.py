@@ -1,0 +1,138 @@
+"""The nbviz rows: each public method timed cold and warm on the benchmark model.
+
+Every row starts from an empty probe cache (``nbviz.probe.clear_cache()``), so its cold call
+includes what a user's first call pays: reading the model and tracing the compiled function.
+Warm calls each get a new image (or a new cell / channel) and the explicit class of that image;
+the probe's trace counter tells whether any warm call traced again.
+
+A method whose module is not in this checkout is reported as ``status="not available"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+import numpy as np
+
+from catalog import FEATVIS_LAYER, FEATVIS_MODELS, METHODS, occlusion_window
+from timing import guarded, measure
+
+
+def _resolve(module: str, name: str):
+    """``module.name``, or None when that module or name does not exist (not landed yet)."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _missing(what: str) -> dict:
+    return {"status": "not available", "error": f"{what} is not in this checkout"}
+
+
+def _cells(shape: tuple[int, int], count: int) -> list[tuple[int, int]]:
+    """``count`` different cells spread over an output map of ``shape``."""
+    h, w = shape
+    return [((3 * i + h // 2) % h, (5 * i + w // 2) % w) for i in range(count)]
+
+
+def plans(model, model_name: str, images: np.ndarray, classes: np.ndarray, *, repeats: int,
+          batch_repeats: int, featvis_steps: int, featvis_repeats: int
+          ) -> dict[str, Callable[[], dict]]:
+    """Method name -> a function that measures its row."""
+    import nbviz
+    from nbviz.probe import clear_cache, probe
+
+    size = images.shape[1]
+    singles = [(images[i % len(images)], int(classes[i % len(images)]))
+               for i in range(repeats + 1)]
+    batched_singles = singles[: batch_repeats + 1]
+
+    def counter():
+        return probe(model).trace_count()
+
+    def timed(fn: Callable, args: list) -> dict:
+        clear_cache()
+        return measure(fn, args, counter=counter)
+
+    def attribution(module: str, name: str, args: list, **options):
+        fn = _resolve(module, name)
+        if fn is None:
+            return lambda: _missing(f"{module}.{name}")
+        return lambda: timed(lambda a: fn(model, a[0], target=a[1], **options), args)
+
+    out = {
+        "saliency": attribution("nbviz.methods.gradients", "saliency", singles),
+        "guided_backprop": attribution("nbviz.methods.guided", "guided_backprop", singles),
+        "gradcam": attribution("nbviz.methods.gradcam", "gradcam", singles),
+        "guided_gradcam": attribution("nbviz.methods.gradcam", "guided_gradcam", singles),
+        "smoothgrad": attribution("nbviz.methods.gradients", "smoothgrad", batched_singles, n=20),
+        "integrated_gradients": attribution("nbviz.methods.gradients", "integrated_gradients",
+                                            batched_singles, steps=32, batch_size=32),
+        "occlusion": attribution("nbviz.methods.occlusion", "occlusion", batched_singles,
+                                 window=occlusion_window(size), stride=occlusion_window(size),
+                                 batch_size=64),
+    }
+    eights = [(images[(8 * i + np.arange(8)) % len(images)], int(classes[(8 * i) % len(images)]))
+              for i in range(batch_repeats + 1)]
+    out["gradcam@8"] = attribution("nbviz.methods.gradcam", "gradcam", eights)
+
+    rf = _resolve("nbviz.methods.receptive_field", "receptive_field")
+    out["receptive_field"] = (
+        (lambda: timed(lambda _: rf(model), [None] * (repeats + 1))) if rf is not None
+        else lambda: _missing("nbviz.methods.receptive_field.receptive_field"))
+
+    grf = _resolve("nbviz.methods.receptive_field", "gradient_rf")
+    if grf is not None and rf is not None:
+        def gradient_rf_row():
+            cells = _cells(tuple(rf(model).output_shape), repeats + 1)
+            args = [(cell, image) for cell, (image, _) in zip(cells, singles)]
+            return timed(lambda a: grf(model, a[0], image=a[1]).map, args)
+        out["gradient_rf"] = gradient_rf_row
+    else:
+        out["gradient_rf"] = lambda: _missing("nbviz.methods.receptive_field.gradient_rf")
+
+    if model_name in FEATVIS_MODELS:
+        fv = _resolve("nbviz", "featvis")
+        render = getattr(fv, "render", None) if fv is not None else None
+        if render is None:
+            out["featvis"] = lambda: _missing("nbviz.featvis.render")
+        else:
+            layer = FEATVIS_LAYER[model_name]
+            channels = list(range(featvis_repeats + 1))
+            out["featvis"] = lambda: timed(
+                lambda c: render(model, fv.channel(layer, c), steps=featvis_steps), channels)
+
+    from widget_rows import explorer_plans
+    out.update(explorer_plans(model, model_name, images, repeats=repeats))
+    return out
+
+
+def measure_nbviz(model, model_name: str, images: np.ndarray, classes: np.ndarray, *,
+                  repeats: int, batch_repeats: int, featvis_steps: int, featvis_repeats: int,
+                  selected: Callable[[str], bool] = lambda method: True,
+                  log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Measure every selected nbviz row of one model; method name -> record."""
+    rows = {}
+    for method, run in plans(model, model_name, images, classes, repeats=repeats,
+                             batch_repeats=batch_repeats, featvis_steps=featvis_steps,
+                             featvis_repeats=featvis_repeats).items():
+        if not selected(method):
+            continue
+        record = guarded(run)
+        record.setdefault("batch", METHODS[method].batch)
+        if method == "featvis":
+            record["steps"] = featvis_steps
+            record["layer"] = FEATVIS_LAYER[model_name]
+        rows[method] = record
+        log(_summary(f"{model_name}/nbviz/{method}", record))
+    return rows
+
+
+def _summary(row_id: str, record: dict) -> str:
+    if record.get("status") != "ok":
+        return f"  {row_id}: {record.get('status')} {record.get('error', '')[:200]}"
+    return (f"  {row_id}: cold {record['cold_s'] * 1000:.0f} ms, warm {record['warm_s'] * 1000:.1f} ms"
+            f" (cpu {record['warm_cpu_s'] * 1000:.1f} ms), new traces when warm: "
+            f"{record.get('traces_warm', '-')}")
