@@ -31,9 +31,14 @@ __all__ = ["saliency", "smoothgrad", "integrated_gradients"]
 
 
 def prepare(model, image, preprocess) -> tuple[Probe, tf.Tensor, bool]:
-    """The model's probe, the validated float32 batch, and whether one image was given."""
+    """The model's probe, the validated float32 batch, and whether one image was given.
+
+    ``preprocess`` (raw image -> model input space) gets a copy of the image."""
     p = probe(model)
-    images, single = p.prepare(image, preprocess=preprocess)
+    if preprocess is not None:
+        # on a copy: some preprocessors (keras.applications' preprocess_input) work in place
+        image = preprocess(image.numpy() if isinstance(image, tf.Tensor) else np.array(image))
+    images, single = p.prepare(image)
     return p, images, single
 
 
