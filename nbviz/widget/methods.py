@@ -138,19 +138,21 @@ def _rf_click(ctx: Context, req: Request, stop, progress) -> Result:
 
 def _rf_score_map(ctx: Context, req: Request, stop, progress, *, whole: bool) -> Result:
     fcn = ctx.fully_convolutional()
+    score_layer = fcn.layers[-1].name  # the class score map
     x = ctx.model_input(req.image)
     target = req.target if req.target is not None else _top_class(ctx, req.image)
+    gradient_rf = _fn("nbviz.methods.receptive_field", "gradient_rf")
+    mode = req.option("mode", "theoretical")
     if whole:
-        out = np.asarray(get_probe(fcn).forward(get_probe(fcn).prepare(x)[0]))[0]
-        cell = np.ones(out.shape[:2], np.float32)
+        scores = np.asarray(fcn(x[None], training=False))[0, ..., target]
+        cell = np.ones(scores.shape, np.float32)
     else:
         cell = "max"
-    g = _fn("nbviz.methods.receptive_field", "gradient_rf")(
-        fcn, cell, image=x, mode=req.option("mode", "theoretical"), target=target)
-    what = "whole class score map" if whole else f"most activated cell {g.cell}"
+    g = gradient_rf(fcn, cell, layer=score_layer, image=x, mode=mode, target=target)
+    what = "the whole class score map" if whole else f"its most activated cell {tuple(g.cell)}"
     return Result("heat", np.asarray(g.map, np.float32), values=np.asarray(g.map, np.float32),
-                  gradient_box=g.box, cell=None if whole else g.cell,
-                  note=f"{g.mode} RF of the {what} (class {target}, fully convolutional model)")
+                  gradient_box=g.box, cell=None if whole else tuple(g.cell),
+                  note=f"{g.mode} RF of {what} (class {target}, fully convolutional copy)")
 
 
 def _top_class(ctx: Context, image) -> int:

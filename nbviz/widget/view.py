@@ -169,7 +169,8 @@ class Explorer(W.VBox):
         return _strip_tags(self.status.value)
 
     def close(self):
-        self.worker.close()
+        if hasattr(self, "worker"):
+            self.worker.close()
         if self._snapshot_timer is not None:
             self._snapshot_timer.cancel()
         super().close()
