@@ -158,7 +158,10 @@ def test_explorer_in_jupyterlab(page, tmp_path):
         # the static snapshot output is in the notebook but hidden while the widget is live
         snapshot = page.locator(".jp-OutputArea-output img")
         assert snapshot.count() == 1 and not snapshot.first.is_visible()
+        src0 = snapshot.first.get_attribute("src")
         found = exercise_explorer(page, artifacts, REPO / "docs" / "explorer.png" if DEMO else None)
+        # the kernel updated the saved snapshot after the results (what a saved notebook shows)
+        poll(page, lambda: snapshot.first.get_attribute("src") != src0, what="the snapshot update")
         page.screenshot(path=str(artifacts / "page.png"), full_page=True)
         assert not page.js_errors, page.js_errors
     print(f"\nJupyterLab: {found} (artifacts: {artifacts})")

@@ -243,3 +243,37 @@ def test_feature_visualisation_runs_stops_and_repaints(explorer):
     explorer.wait()
     assert "(stopped)" in explorer.result.note and explorer.progress_w.value < 1.0
     assert _delta(first, explorer.frame()).max() > 0
+
+
+def test_saved_notebook_shows_the_last_view_without_a_kernel(explorer):
+    """The Explorer displays as the live widget plus a PNG snapshot output that is updated after
+    each result; nbconvert (no widget state, like GitHub) renders that PNG."""
+    nbformat = pytest.importorskip("nbformat")
+    nbconvert = pytest.importorskip("nbconvert")
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    with capture_output() as shown:
+        explorer._ipython_display_()
+    widget_out, snap_out = shown.outputs
+    assert "application/vnd.jupyter.widget-view+json" in widget_out.data
+    assert "image/png" not in widget_out.data
+    first = base64.b64decode(snap_out.data["image/png"])
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(first))), explorer.frame())
+    # a new result updates the snapshot (debounced; forced here)
+    landed("nbviz.methods.gradients")
+    with capture_output() as updated:
+        explorer.set(method="saliency").wait()
+        explorer._snapshot_timer.cancel()
+        explorer._update_snapshot()
+    last = updated.outputs[-1].data["image/png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(last)))), explorer.frame())
+    assert last != snap_out.data["image/png"]
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("e")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=widget_out.data),
+                    nbformat.v4.new_output("display_data", data={**snap_out.data, "image/png": last})]
+    nb.cells = [cell]
+    html_text, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    assert f"data:image/png;base64,{last}" in html_text
