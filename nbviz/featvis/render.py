@@ -12,6 +12,7 @@ compiled step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import threading
@@ -24,6 +25,7 @@ from nbviz.probe import probe as get_probe
 from nbviz.featvis import transforms as T
 from nbviz.featvis.objectives import Context, Objective
 from nbviz.featvis.params import parametrisation
+from nbviz.featvis.relu import redirected
 
 __all__ = ["render", "Stop", "octave_sizes"]
 
@@ -68,7 +70,7 @@ def render(model, objective: Objective, *, steps: int = 256, size=None, batch: i
            jitter: int = 8, scale=(0.9, 1.1), rotate: float = 10.0, blur=0.0, pad: int = 8,
            transforms=None, octaves: int = 1, octave_scale: float = 1.3, seed: int = 0,
            preprocess: Callable | None = None, callback: Callable | None = None, every: int = 10,
-           stop=None) -> np.ndarray:
+           stop=None, relu_redirect: bool = True) -> np.ndarray:
     """Images that maximise ``objective`` for ``model``: float32 ``(N, H, W, 3)`` in [0, 1].
 
     Parameters
@@ -76,8 +78,9 @@ def render(model, objective: Objective, *, steps: int = 256, size=None, batch: i
     objective: built from :mod:`nbviz.featvis.objectives` (``fv.channel(...) - 0.1 * fv.l1()``).
     steps: optimisation steps per octave (``octaves * steps`` in all).
     size: ``(H, W)`` or one int for the final images; default: the model's input size (224 when
-        the model takes any size). For a model with a fixed input size, transformed images are
-        resized to it before the forward pass, so any ``size`` works.
+        the model takes any size). For a model with a fixed input size, the transformed images
+        are resampled about their centre to it (scale ``model size / size``, padding cropped
+        off), so any ``size`` works; a model that takes any size sees them padded as they are.
     batch: number of images; default ``objective.batch`` (e.g. 3 for ``fv.channel(l, [3, 7,
         9])``: item k optimises channel k). More items than the objective distinguishes start from
         different random images (item k uses index ``k % len``).
@@ -104,6 +107,8 @@ def render(model, objective: Objective, *, steps: int = 256, size=None, batch: i
         ``value`` the objective (mean over the batch, at that step's start).
     stop: a :class:`Stop` or ``threading.Event``; when set, the run ends before its next step and
         returns the current images (resized to ``size`` when stopped in an earlier octave).
+    relu_redirect: lucid's redirected ReLU gradient (:mod:`nbviz.featvis.relu`), so that units
+        that are off for the whole starting image can be switched on; forward values unchanged.
     """
     p = get_probe(model)
     if not isinstance(objective, Objective):
@@ -158,7 +163,7 @@ def render(model, objective: Objective, *, steps: int = 256, size=None, batch: i
             previous = param.images(raw, sizes[octave - 1])
             raw = param.from_images(tf.image.resize(previous, hw, method="bilinear"))
         step = _step_function(p, objective, paths, param, hw, batch, transforms, optimizer,
-                              normalize, preprocess)
+                              normalize, preprocess, bool(relu_redirect))
         if optimizer == "adam":
             m = tf.zeros_like(raw)
             v = tf.zeros_like(raw)
@@ -190,13 +195,14 @@ def _finish(param, raw, hw, final) -> np.ndarray:
 
 
 def _step_function(p, objective, paths, param, hw, batch, transforms, optimizer, normalize,
-                   preprocess):
+                   preprocess, relu_redirect):
     key = ("featvis.step", objective, tuple(hw), batch, param, transforms, optimizer, normalize,
-           preprocess)
+           preprocess, relu_redirect)
     spec = p.image_input
     fit = ()
     if spec.height is not None and spec.width is not None:
-        fit = (T.Resize(int(spec.height), int(spec.width)),)
+        factor = (hw[0] / spec.height, hw[1] / spec.width)
+        fit = (T.Fit(int(spec.height), int(spec.width), factor),)
     apply = T.compose(transforms + fit)
     extra = p.zero_extra_inputs()
 
@@ -209,7 +215,7 @@ def _step_function(p, objective, paths, param, hw, batch, transforms, optimizer,
                 x = preprocess(x)
             elif spec.channels == 1:
                 x = tf.reduce_mean(x, axis=-1, keepdims=True)
-            values = _evaluate(p, objective, paths, images, x, extra)
+            values = _evaluate(p, objective, paths, images, x, extra, relu_redirect)
             total = tf.reduce_sum(values)
         g = tape.gradient(total, raw)
         if g is None:
@@ -228,15 +234,18 @@ def _step_function(p, objective, paths, param, hw, batch, transforms, optimizer,
     return p.compiled(key, step)
 
 
-def _evaluate(p, objective, paths, images, x, extra):
+def _evaluate(p, objective, paths, images, x, extra, redirect):
     specs = list(paths)
-    with p.capture(*[paths[s] for s in specs]) as captured:
+    with contextlib.ExitStack() as stack:
+        if redirect:  # before capturing: a captured ReLU layer records the redirected output
+            stack.enter_context(p.replace_activations(redirected))
+        captured = stack.enter_context(p.capture(*[paths[s] for s in specs]))
         if objective.needs_logits:
             with p.logits():
                 out = p.forward(x, extra_inputs=extra)
         else:
             out = p.forward(x, extra_inputs=extra)
-    missing = [s for s in specs if paths[s] not in captured]
+        missing = [s for s in specs if paths[s] not in captured]
     if missing:
         raise ValueError(f"layers {[paths[s] for s in missing]} were not called during the "
                          "forward pass, so the objective cannot read them")

@@ -8,7 +8,8 @@ octave done) drives schedules such as :class:`Blur`'s sigma.
 
 :func:`compose` chains a tuple of transforms; consecutive affine ones (:class:`Jitter`,
 :class:`RandomScale`, :class:`RandomRotate`) are fused into one resampling per image, done by
-``tf.raw_ops.ImageProjectiveTransformV3`` (bilinear, reflected borders), which TensorFlow can
+``tf.raw_ops.ImageProjectiveTransformV3`` (bilinear, reflected borders; :class:`Fit`, the
+resampling to the model's input size, joins the fused map), which TensorFlow can
 differentiate. Coordinates: pixel ``k``'s centre is at ``k``; rotations and scalings are about
 the image centre ``((H - 1) / 2, (W - 1) / 2)``.
 """
@@ -28,7 +29,7 @@ __all__ = [
     "RandomScale",
     "RandomRotate",
     "Blur",
-    "Resize",
+    "Fit",
     "compose",
     "standard",
 ]
@@ -51,6 +52,10 @@ class Affine(Transform):
 
     def matrices(self, seed, n, height, width) -> tf.Tensor:
         raise NotImplementedError
+
+    def output_size(self, height, width):
+        """Output (height, width) for an input of that size (same size unless overridden)."""
+        return height, width
 
     def __call__(self, images, seed, progress=0.0):
         shape = tf.shape(images)
@@ -228,16 +233,36 @@ class Blur(Transform):
 
 
 @dataclasses.dataclass(frozen=True)
-class Resize(Transform):
-    """Bilinear resize to ``(height, width)`` (what the model takes), a no-op at that size."""
+class Fit(Affine):
+    """Resample to ``(height, width)``, the size the model takes, about the centre: output
+    pixels are ``factor`` input pixels apart (``factor = image size / model size`` of the
+    unpadded image keeps the picture's scale, so padding is cropped off instead of squeezed in).
+    Bilinear; a no-op at the same size with factor 1."""
 
     height: int
     width: int
+    factor: tuple = (1.0, 1.0)  # (y, x)
+
+    def output_size(self, height, width):
+        return self.height, self.width
+
+    def matrices(self, seed, n, height, width):
+        fy, fx = (float(f) for f in self.factor)
+        cy_in = (tf.cast(height, tf.float32) - 1.0) / 2.0
+        cx_in = (tf.cast(width, tf.float32) - 1.0) / 2.0
+        cy_out, cx_out = (self.height - 1) / 2.0, (self.width - 1) / 2.0
+        m = tf.stack([tf.stack([fx, 0.0, cx_in - fx * cx_out]),
+                      tf.stack([0.0, fy, cy_in - fy * cy_out]),
+                      tf.constant([0.0, 0.0, 1.0])])
+        return tf.tile(m[None], [n, 1, 1])
 
     def __call__(self, images, seed=None, progress=0.0):
-        if images.shape[1] == self.height and images.shape[2] == self.width:
+        if (images.shape[1] == self.height and images.shape[2] == self.width
+                and tuple(self.factor) == (1.0, 1.0)):
             return images
-        return tf.image.resize(images, (self.height, self.width), method="bilinear")
+        shape = tf.shape(images)
+        return warp(images, self.matrices(seed, shape[0], shape[1], shape[2]),
+                    output_size=(self.height, self.width))
 
 
 def compose(transforms: Sequence[Transform]):
@@ -259,11 +284,13 @@ def compose(transforms: Sequence[Transform]):
                 out = pending[0](x, seed, progress)
             else:
                 shape = tf.shape(x)
+                size = (shape[1], shape[2])
                 m = None
                 for t in pending:  # first transform's map is applied last to coordinates
-                    mt = t.matrices(seed, shape[0], shape[1], shape[2])
+                    mt = t.matrices(seed, shape[0], *size)
                     m = mt if m is None else tf.matmul(m, mt)
-                out = warp(x, m)
+                    size = t.output_size(*size)
+                out = warp(x, m, output_size=tf.stack(size))
             pending.clear()
             return out
 
