@@ -129,3 +129,46 @@ def test_softmax_models_explain_the_logit(small):
         logit = p.forward(x)[0, 2]
     np.testing.assert_allclose(saliency(small, image, target=2), tape.gradient(logit, x)[0],
                                rtol=1e-4, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- every method, every kind
+
+from nbviz import (  # noqa: E402
+    activations, gradcam_plus_plus, guided_gradcam, integrated_gradients, smoothgrad)
+
+METHODS = {
+    "saliency": lambda m, x, **k: saliency(m, x, **k),
+    "smoothgrad": lambda m, x, **k: smoothgrad(m, x, n=3, **k),
+    "integrated_gradients": lambda m, x, **k: integrated_gradients(m, x, steps=4, **k),
+    "guided_backprop": lambda m, x, **k: guided_backprop(m, x, **k),
+    "gradcam": lambda m, x, **k: gradcam(m, x, **k),
+    "gradcam_plus_plus": lambda m, x, **k: gradcam_plus_plus(m, x, **k),
+    "guided_gradcam": lambda m, x, **k: guided_gradcam(m, x, **k),
+    "occlusion": lambda m, x, **k: occlusion(m, x, window=8, stride=8, **k),
+}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_leaves_models_unchanged_also_when_raising(method, small, subclassed,
+                                                                 multi_input):
+    run = METHODS[method]
+    rng = np.random.default_rng(7)
+    for model, extra in ((small, None), (subclassed, None),
+                         (multi_input, {"meta": np.ones(4, np.float32)})):
+        image = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+        with unchanged(model):
+            out = run(model, image, target=1, extra_inputs=extra)
+            assert out.shape[:3] == (2, 32, 32) and np.isfinite(out).all()
+            with pytest.raises(ValueError, match="fails inside"):
+                run(model, image, extra_inputs=extra,
+                    target=lambda o: (_ for _ in ()).throw(ValueError("fails inside the trace")))
+            with pytest.raises(ValueError, match="out of range"):
+                run(model, image, target=99, extra_inputs=extra)
+
+
+def test_activations_leave_models_unchanged(small, subclassed, multi_input):
+    image = np.zeros((32, 32, 3), np.float32)
+    for model, layer, extra in ((small, "relu2", None), (subclassed, "block/conv", None),
+                                (multi_input, "conv", {"meta": np.ones(4, np.float32)})):
+        with unchanged(model):
+            assert activations(model, image, layer, extra_inputs=extra).ndim == 3
