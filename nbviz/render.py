@@ -25,6 +25,7 @@ __all__ = [
     "draw_crosshair",
     "draw_grid",
     "composite",
+    "encode_png",
     "to_png",
 ]
 
@@ -134,8 +135,13 @@ def heatmap(values, *, cmap: str = "jet", alpha: float = 0.5, normalized: bool =
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if normalized:
         v = normalize(v)
-    idx = np.clip(np.nan_to_num(v) * 255 + 0.5, 0, 255).astype(np.uint8)
-    out = _lut(cmap)[idx]  # fancy indexing copies
+    scaled = v * np.float32(255)
+    scaled += np.float32(0.5)
+    if not np.isfinite(scaled).all():
+        scaled = np.nan_to_num(scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    idx = scaled.astype(np.uint8)
+    out = np.take(_lut(cmap), idx, axis=0)  # a new array
     if alpha_by_value:
         out[..., 3] = (idx.astype(np.float32) * alpha).astype(np.uint8)
     else:
@@ -233,26 +239,80 @@ def draw_grid(rgba: np.ndarray, stride, offset, color: Color = (255, 255, 255, 9
 def composite(*layers: np.ndarray) -> np.ndarray:
     """Stack RGBA layers (first at the bottom) with the "source over" rule; returns RGBA uint8.
 
-    This is what a browser shows for stacked canvases.
+    This is what a browser shows for stacked canvases. Each layer is blended only inside the
+    bounding box of its visible pixels; over an opaque bottom layer in integer arithmetic.
     """
     if not layers:
         raise ValueError("composite needs at least one layer")
     shape = layers[0].shape
-    out_rgb = np.zeros(shape[:2] + (3,), np.float32)
-    out_a = np.zeros(shape[:2] + (1,), np.float32)
     for layer in layers:
         if layer.shape != shape or layer.shape[-1] != 4:
             raise ValueError(f"layers must all be H×W×4 of one size, got {[l.shape for l in layers]}")
-        a = layer[..., 3:4].astype(np.float32) / 255
-        rgb = layer[..., :3].astype(np.float32)
-        new_a = a + out_a * (1 - a)
+    if (layers[0][..., 3] == 255).all():  # the usual case: a picture at the bottom
+        out = layers[0].copy()
+        for layer in layers[1:]:
+            win = _visible(layer)
+            if win is None:
+                continue
+            a = layer[win][..., 3:4].astype(np.uint16)
+            dst = out[win][..., :3].astype(np.uint16)
+            src = layer[win][..., :3].astype(np.uint16)
+            # round(src * a / 255 + dst * (255 - a) / 255), exactly, in 16 bits
+            t = src * a + dst * (255 - a) + 128
+            out[win][..., :3] = ((t + (t >> 8)) >> 8).astype(np.uint8)
+        return out
+    out_rgb = np.zeros(shape[:2] + (3,), np.float32)
+    out_a = np.zeros(shape[:2] + (1,), np.float32)
+    for layer in layers:
+        win = _visible(layer)
+        if win is None:
+            continue
+        a = layer[win][..., 3:4].astype(np.float32) * np.float32(1 / 255)
+        rgb = layer[win][..., :3].astype(np.float32)
+        below_a = out_a[win]
+        new_a = a + below_a * (1 - a)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out_rgb = np.where(new_a > 0, (rgb * a + out_rgb * out_a * (1 - a)) / new_a, 0)
-        out_a = new_a
+            blended = (rgb * a + out_rgb[win] * below_a * (1 - a)) / new_a
+        out_rgb[win] = np.where(new_a > 0, blended, 0)
+        out_a[win] = new_a
     out = np.empty(shape[:2] + (4,), np.uint8)
     out[..., :3] = np.clip(np.rint(out_rgb), 0, 255)
     out[..., 3] = np.clip(np.rint(out_a[..., 0] * 255), 0, 255)
     return out
+
+
+def _visible(layer: np.ndarray):
+    """The bounding box (as slices) of a layer's pixels with alpha > 0, or None."""
+    alpha = layer[..., 3]
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    if rows.size == 0:
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def encode_png(image: np.ndarray, *, level: int = 1) -> bytes:
+    """PNG bytes of an ``H×W×4`` (or ``H×W×3``) uint8 image, built for speed.
+
+    No per-row filter search (filter 0) and zlib at ``level`` 1: a 512×512 frame takes a few
+    milliseconds, several times less than Pillow's encoder, at a somewhat larger size.
+    """
+    import struct
+    import zlib
+
+    a = np.ascontiguousarray(image)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[-1] not in (3, 4):
+        raise ValueError(f"encode_png needs H×W×3 or H×W×4 uint8, got {a.dtype} {a.shape}")
+    h, w, c = a.shape
+    rows = np.empty((h, 1 + w * c), np.uint8)
+    rows[:, 0] = 0  # filter type 0 for every row
+    rows[:, 1:] = a.reshape(h, w * c)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 6 if c == 4 else 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows.tobytes(), level)) + chunk(b"IEND", b""))
 
 
 def to_png(rgba, path=None) -> bytes:

@@ -91,3 +91,25 @@ def test_to_png_roundtrip(tmp_path):
     data = render.to_png(img, tmp_path / "x.png")
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), img)
     assert (tmp_path / "x.png").read_bytes() == data
+
+
+def test_composite_of_translucent_layers_matches_the_formula():
+    a = np.zeros((1, 2, 4), np.uint8)
+    a[0, 0] = (255, 0, 0, 102)  # 40 % red over nothing, then 50 % blue on top
+    b = np.zeros((1, 2, 4), np.uint8)
+    b[0, 0] = (0, 0, 255, 128)
+    out = render.composite(a, b)
+    aa, ab = 102 / 255, 128 / 255
+    alpha = ab + aa * (1 - ab)
+    want = [round(255 * aa * (1 - ab) / alpha), 0, round(255 * ab / alpha), round(alpha * 255)]
+    np.testing.assert_array_equal(out[0, 0], want)
+    np.testing.assert_array_equal(out[0, 1], [0, 0, 0, 0])
+
+
+def test_encode_png_decodes_to_the_same_pixels():
+    rng = np.random.default_rng(0)
+    for shape in ((5, 7, 4), (3, 2, 3)):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(render.encode_png(img)))), img)
+    with pytest.raises(ValueError, match="uint8"):
+        render.encode_png(np.zeros((2, 2, 4), np.float32))
