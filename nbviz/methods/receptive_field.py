@@ -76,7 +76,9 @@ class ReceptiveField:
     package's convention); ``input_shape`` / ``output_shape``: (H, W) and (h, w) the values hold
     for; ``method``: "analytic" or "numeric"; ``aligned``: False when merged branches disagree on
     the centre (size is then that of their union); ``covers_input``: every cell also depends on
-    the whole image (e.g. through a squeeze-excitation gate), so :meth:`box` is the whole input.
+    the whole image (e.g. through a squeeze-excitation gate), so :meth:`box` is the whole input;
+    ``reach`` (top, left, bottom, right): the input pixels that influence the layer at all (a
+    "valid" strided convolution may leave the last rows and columns unread).
     """
 
     size: tuple
@@ -88,6 +90,11 @@ class ReceptiveField:
     aligned: bool = True
     layer: str = ""
     covers_input: bool = False
+    reach: tuple = ()
+
+    def __post_init__(self):
+        if not self.reach:
+            object.__setattr__(self, "reach", (0, 0, *self.input_shape))
 
     def center(self, cell) -> tuple[float, float]:
         """Centre (y, x) of output ``cell`` (i, j) in input pixel coordinates."""
@@ -105,6 +112,13 @@ class ReceptiveField:
         for c, s in zip(self.center(cell), self.size):
             out.append((math.floor(c - (s - 1) / 2 + 1e-9), math.ceil(c + (s + 1) / 2 - 1e-9)))
         return (out[0][0], out[1][0], out[0][1], out[1][1])
+
+    def clipped_box(self, cell) -> tuple[int, int, int, int]:
+        """:meth:`box` cut to the input pixels the layer reads at all (:attr:`reach`): the
+        image, less the rows and columns a "valid" strided layer or a cropping leaves unread."""
+        box = self.box(cell)
+        r = self.reach
+        return (max(box[0], r[0]), max(box[1], r[1]), min(box[2], r[2]), min(box[3], r[3]))
 
     def cell(self, point) -> tuple[int, int]:
         """The output cell whose centre is nearest the input point (y, x), clipped to the map."""
@@ -305,6 +319,8 @@ def _from_geometry(value: geo.Geometry, size, path) -> ReceptiveField:
         aligned=value.aligned,
         layer=path,
         covers_input=value.whole,
+        reach=(int(value.reach[0][0]), int(value.reach[1][0]), int(value.reach[0][1]),
+               int(value.reach[1][1])),
     )
 
 
@@ -359,6 +375,11 @@ def _support_box(grad: np.ndarray):
 # --------------------------------------------------------------------------- RF-mode gradients
 
 
+def _plain(fn):
+    """Trace ``fn`` as Python: autograph would rewrite the graph walk at great cost (seconds)."""
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 class _Runner:
     """Input gradients of a masked layer output on an RF-mode version of the model."""
 
@@ -379,34 +400,36 @@ def _theoretical_runner(model, path, layer, size) -> _Runner:
         return cache[key]
     p = probe(model)
     channels = p.image_input.channels
-    copy = None
+    copy = out_shape = None
     if geo.graph_of(model) is not None:
-        for thin in (True, False):
-            try:
-                copy = geo.rf_mode_copy(model, [layer], (*size, channels),
-                                        image_index=p.image_input.index, thin=thin)
-                break
-            except (geo._NotThin, geo._Unsupported):
-                continue
-    if copy is not None:
         dtype = tf.float64
         ones = tf.ones((1, *size, channels), dtype)
-        out_shape = tuple(int(n) for n in copy.outputs[0].shape[1:3])
+        for thin in (True, False):
+            try:
+                candidate = geo.rf_mode_copy(model, [layer], image_index=p.image_input.index,
+                                             thin=thin)
+                out = candidate(ones)[0]  # one eager pass: checks the copy, gives the shape
+            except (geo._NotThin, geo._Unsupported):
+                continue
+            if len(out.shape) != 4:
+                raise ValueError(f"layer {path!r} has output shape {tuple(out.shape)}, not a "
+                                 f"spatial (batch, height, width, channels) map")
+            copy, out_shape = candidate, tuple(int(n) for n in out.shape[1:3])
+            break
+    if copy is not None:
 
         def gradient(mask):
             with tf.GradientTape() as tape:
                 tape.watch(ones)
-                out = copy(ones, training=False)
+                out = copy(ones)[0]
                 loss = tf.reduce_sum(tf.reduce_sum(out, axis=-1, keepdims=True) * mask)
             return tf.reduce_sum(tape.gradient(loss, ones), axis=-1)
     else:  # no layer graph: RF-mode interceptions on the model itself, inside the trace
         dtype = tf.float32
         ones = tf.ones((1, *size, channels), dtype)
-        info = p.layer(path) if p.image_input.height else None
         with _rf_mode_interceptions(model), p.capture(path) as captured:
             p.forward(ones)
         out_shape = tuple(int(n) for n in captured[path].shape[1:3])
-        del info
 
         def gradient(mask):
             with tf.GradientTape() as tape:
@@ -417,7 +440,7 @@ def _theoretical_runner(model, path, layer, size) -> _Runner:
                 loss = tf.reduce_sum(tf.reduce_sum(out, axis=-1, keepdims=True) * mask)
             return tf.reduce_sum(tape.gradient(loss, ones), axis=-1)
 
-    fn = p.compiled(("rf-theoretical", path, size), gradient)
+    fn = p.compiled(("rf-theoretical", path, size), _plain(gradient))
     runner = _Runner(model, path, fn, out_shape, dtype)
     cache[key] = runner
     return runner
@@ -596,8 +619,8 @@ def _effective_runner(model, path, size) -> _Effective:
             p.forward(images, extra_inputs=extra)
         return tf.cast(captured[path], tf.float32)
 
-    act_fn = p.compiled(("rf-activations", path, size), activations)
-    grad_fn = p.compiled(("rf-effective", path, size), gradient)
+    act_fn = p.compiled(("rf-activations", path, size), _plain(activations))
+    grad_fn = p.compiled(("rf-effective", path, size), _plain(gradient))
     probe_out = act_fn(tf.zeros((1, *size, p.image_input.channels), tf.float32))
     if len(probe_out.shape) != 4:
         raise ValueError(f"layer {path!r} has output shape {tuple(probe_out.shape)}, not a "

@@ -49,6 +49,21 @@ class Geometry:
     aligned: bool = True
     whole: bool = False
     exact: bool = True  # False after upsampling: the box is the smallest centred one containing it
+    reach: tuple = ()  # per axis (first, end): the input pixels that influence the tensor at all
+
+    def top(self, axis: int, cell: int) -> int:
+        return math.floor(self.centre[axis] + cell * self.stride[axis] - (self.size[axis] - 1) / 2)
+
+    def bottom(self, axis: int, cell: int) -> int:
+        return math.ceil(self.centre[axis] + cell * self.stride[axis] + (self.size[axis] + 1) / 2)
+
+
+def _reads(geo: Geometry, axis: int, first: int, end: int) -> tuple:
+    """The reach after a layer that reads only cells [first, end) of its input along ``axis``."""
+    lo, hi = geo.reach[axis]
+    if end <= first:
+        return (lo, lo)
+    return (max(lo, geo.top(axis, first)), min(hi, geo.bottom(axis, end - 1)))
 
 
 class _Marker:
@@ -118,7 +133,7 @@ class _NoGraph(Exception):
     pass
 
 
-class _NotThin(Exception):
+class _NotThin(Exception):  # noqa: N818
     """A one-channel copy cannot be built (a layer's weights or shapes need the real width)."""
 
 
@@ -217,7 +232,7 @@ def _channels_last(op) -> bool:
 
 
 def _window(geo: Geometry, kernel, strides, dilation, padding) -> Geometry:
-    size, stride, centre, shape = [], [], [], []
+    size, stride, centre, shape, reach = [], [], [], [], []
     for a in range(len(geo.shape)):
         n, k, s, d = geo.shape[a], kernel[a], strides[a], dilation[a]
         keff = (k - 1) * d + 1
@@ -232,12 +247,13 @@ def _window(geo: Geometry, kernel, strides, dilation, padding) -> Geometry:
             out, before = -(-n // s), keff - 1
         else:
             raise _Unknown(f"padding={padding!r}")
+        reach.append(_reads(geo, a, 0, min(n, (out - 1) * s - before + keff)))
         size.append(geo.size[a] + geo.stride[a] * (keff - 1))
         centre.append(geo.centre[a] + geo.stride[a] * (Fraction(keff - 1, 2) - before))
         stride.append(geo.stride[a] * s)
         shape.append(out)
     return dataclasses.replace(geo, size=tuple(size), stride=tuple(stride), centre=tuple(centre),
-                               shape=tuple(shape))
+                               shape=tuple(shape), reach=tuple(reach))
 
 
 class _Unknown(Exception):
@@ -261,11 +277,13 @@ def _merge(values: list) -> Any:
         full = [v for v in spatial if v.shape == big]
         whole = True
     first = full[0]
+    reach = tuple((min(v.reach[a][0] for v in full), max(v.reach[a][1] for v in full))
+                  for a in range(len(first.shape)))
     aligned = all(v.aligned for v in full) and all(
         v.stride == first.stride and v.centre == first.centre for v in full)
     if aligned:
         size = tuple(max(v.size[a] for v in full) for a in range(len(first.shape)))
-        return dataclasses.replace(first, size=size, whole=whole,
+        return dataclasses.replace(first, size=size, whole=whole, reach=reach,
                                    exact=all(v.exact for v in full))
     size, centre = [], []
     for a in range(len(first.shape)):
@@ -276,7 +294,7 @@ def _merge(values: list) -> Any:
         centre.append(top + (bottom - top - 1) / 2)
     stride = tuple(max(v.stride[a] for v in full) for a in range(len(first.shape)))
     return Geometry(tuple(size), stride, tuple(centre), first.shape, aligned=False, whole=whole,
-                    exact=all(v.exact for v in full))
+                    exact=all(v.exact for v in full), reach=reach)
 
 
 def _geometry_of(op, node, ins: list, rank: int) -> Any:
@@ -320,7 +338,9 @@ def _geometry_of(op, node, ins: list, rank: int) -> Any:
         centre = tuple(c + sign * st * before for c, st, (before, _) in
                        zip(geo.centre, geo.stride, amounts))
         shape = tuple(n - sign * (b + e) for n, (b, e) in zip(geo.shape, amounts))
-        return dataclasses.replace(geo, centre=centre, shape=shape)
+        reach = geo.reach if kind == "pad" else tuple(
+            _reads(geo, a, b, n - e) for a, (n, (b, e)) in enumerate(zip(geo.shape, amounts)))
+        return dataclasses.replace(geo, centre=centre, shape=shape, reach=reach)
     if kind == "upsample":
         factors = _per_axis(op.size, rank)
         bilinear = getattr(op, "interpolation", "nearest") != "nearest"
@@ -351,7 +371,8 @@ def layer_geometries(model, input_size: tuple, image_index: int = 0) -> tuple[di
         raise _NoGraph(model)
     rank = len(input_size)
     one = (Fraction(1),) * rank
-    start = Geometry(one, one, (Fraction(0),) * rank, tuple(int(n) for n in input_size))
+    start = Geometry(one, one, (Fraction(0),) * rank, tuple(int(n) for n in input_size),
+                     reach=tuple((0, int(n)) for n in input_size))
     inputs = [start if i == image_index else FLAT for i in range(len(graph.inputs))]
     by_layer: dict[int, Any] = {}
     order: list = []
@@ -376,163 +397,173 @@ def layer_geometries(model, input_size: tuple, image_index: int = 0) -> tuple[di
 # --------------------------------------------------------------------------- RF-mode copy
 
 
-def rf_mode_copy(model, layers: list, input_shape: tuple, *, image_index: int = 0,
-                 dtype: str = "float64", thin: bool = True):
-    """A new model computing RF-mode versions of ``layers``' outputs from an image input.
+def rf_mode_copy(model, layers: list, *, image_index: int = 0, dtype: str = "float64",
+                 thin: bool = True) -> Callable:
+    """A function ``f(images) -> [output of each layer]`` computing an RF-mode version of ``model``.
 
-    ``input_shape`` is (height, width, channels). Output ``i`` has one channel per input branch
-    reaching it (a single channel when ``thin``); its input gradients are positive exactly where
-    the layer's receptive field lies. Raises ``_NoGraph`` for models without a layer graph and
-    ``_NotThin`` when ``thin`` and some layer needs its real channel count.
+    ``f`` walks ``model``'s graph with tensors, replacing every layer by its RF-mode counterpart
+    made of tensor operations: convolutions with constant positive kernels (one output channel
+    when ``thin``), no biases, identity for activations and normalisation, average pooling for
+    max pooling, sums for products and maxima. Its input gradients are positive exactly where a
+    layer's receptive field lies. No Keras layer is built and the user's layers are never
+    called: trace ``f`` once in a ``tf.function``. Layers of unknown geometry are called as fresh
+    copies holding the user's weights (full width only). Raises ``_NoGraph`` for models without a
+    layer graph and ``_NotThin`` when ``thin`` and some layer needs its real channel count.
     """
     graph = graph_of(model)
     if graph is None:
         raise _NoGraph(model)
-    image = keras.Input(shape=tuple(input_shape), dtype=dtype, name="rf_image")
-    inputs = []
-    for i, t in enumerate(graph.inputs):
-        if i == image_index:
-            inputs.append(image)
-        else:  # other inputs: constants that carry no gradient to the image
-            inputs.append(_Const(t))
-    outputs: dict[int, Any] = {}
+    copies: dict[int, Any] = {}
+    if not thin:  # build fresh copies of unknown layers now, not while tracing
+        def prepare(op, node, ins, values):
+            if _kind(op) == "unknown" and ins:
+                copies[id(op)] = _copied(op, node, dtype)
+            return [None] * len(node.output_tensors)
+        walk(model, [None] * len(graph.inputs), prepare)
+    wanted = [id(layer) for layer in layers]
 
-    def record(layer, value):
-        outputs[id(layer)] = value
+    def f(images):
+        inputs = [images if i == image_index else _CONST for i in range(len(graph.inputs))]
+        outputs: dict[int, Any] = {}
 
-    def visit(op, node, ins, values):
-        return _rf_op(op, node, ins, values, dtype=dtype, thin=thin)
+        def record(layer, value):
+            outputs[id(layer)] = value
 
-    walk(model, inputs, visit, record)
-    for i, t in enumerate(graph.inputs):
-        op = getattr(getattr(t, "_keras_history", None), "operation", None)
-        if op is not None:
-            outputs.setdefault(id(op), inputs[i])
-    picked = []
-    for layer in layers:
-        value = outputs.get(id(layer))
-        if value is None or isinstance(value, _Const):
-            raise ValueError(f"layer {layer.name!r} is not computed from the image input")
-        picked.append(value)
-    return keras.Model(image, picked, name=f"rf_mode_{model.name}")
+        def visit(op, node, ins, values):
+            return _rf_op(op, node, ins, dtype=dtype, thin=thin, copies=copies)
 
+        walk(model, inputs, visit, record)
+        for i, t in enumerate(graph.inputs):
+            op = getattr(getattr(t, "_keras_history", None), "operation", None)
+            if op is not None:
+                outputs.setdefault(id(op), inputs[i])
+        picked = []
+        for key, layer in zip(wanted, layers):
+            value = outputs.get(key)
+            if value is None or value is _CONST:
+                raise ValueError(f"layer {layer.name!r} is not computed from the image input")
+            picked.append(value)
+        return picked
 
-class _Const:
-    """Stands for a non-image input (or anything computed from it alone) in the RF-mode copy."""
-
-    def __init__(self, tensor):
-        self.tensor = tensor
-
-
-def _fresh(op, dtype, **changes):
-    config = op.get_config()
-    config.update(changes)
-    config.pop("name", None)
-    config["dtype"] = dtype
-    return type(op).from_config(config)
+    return f
 
 
-def _rf_op(op, node, ins: list, values: dict, *, dtype: str, thin: bool):
-    name = _cls(op)
-    tensors = [v for v in ins if not isinstance(v, _Const)]
-    if not tensors:
-        return [_Const(t) for t in node.output_tensors]
-    kind = _kind(op)
-    if name == "InputLayer":
-        return tensors[0]
-    if kind == "merge":
-        if name == "Concatenate":
-            return _fresh(op, dtype)(tensors) if len(tensors) > 1 else tensors[0]
-        if name == "CustomScaleLayer" or len(tensors) > 1:
-            return keras.layers.Add(dtype=dtype)(_broadcastable(tensors))
-        return tensors[0]
-    if len(tensors) != 1 or len(ins) != 1:
-        raise _NotThin(name) if thin else _Unsupported(name)
-    x = tensors[0]
-    if kind == "pointwise":
-        return x
-    if kind == "conv":
-        channels = 1 if thin else None
-        return _constant_conv(op, x, dtype, channels)
-    if kind == "pool":
-        cls = {1: keras.layers.AveragePooling1D, 2: keras.layers.AveragePooling2D,
-               3: keras.layers.AveragePooling3D}[len(_tuple(op.pool_size))]
-        return cls(pool_size=op.pool_size, strides=op.strides, padding=op.padding,
-                   data_format=op.data_format, dtype=dtype)(x)
-    if kind == "flat":
-        if name.startswith("Global"):
-            dims = len(x.shape) - 2
-            cls = {1: keras.layers.GlobalAveragePooling1D, 2: keras.layers.GlobalAveragePooling2D,
-                   3: keras.layers.GlobalAveragePooling3D}[dims]
-            return cls(keepdims=getattr(op, "keepdims", False), dtype=dtype)(x)
-        if name == "LayerNormalization":
-            return x
-        return _fresh(op, dtype)(x)
-    if kind in ("pad", "crop", "upsample"):
-        return _fresh(op, dtype)(x)
-    if kind == "dense":
-        units = 1 if thin else op.units
-        init = keras.initializers.Constant(1.0 / max(int(x.shape[-1]), 1))
-        return keras.layers.Dense(units, use_bias=False, kernel_initializer=init, dtype=dtype)(x)
-    if kind == "reshape":
-        target = tuple(op.target_shape)
-        if thin:
-            target = target[:-1] + (-1,)
-        return keras.layers.Reshape(target, dtype=dtype)(x)
-    if thin:
-        raise _NotThin(name)
-    return _copied(op, x, dtype)
+_CONST = _Marker("CONST")  # a value computed from non-image inputs alone: no gradient to the image
 
 
 class _Unsupported(Exception):
     pass
 
 
-def _broadcastable(tensors):
+def _rf_op(op, node, ins: list, *, dtype: str, thin: bool, copies: dict):
+    ops = keras.ops
+    name = _cls(op)
+    tensors = [v for v in ins if v is not _CONST]
+    if not tensors:
+        return [_CONST] * len(node.output_tensors)
+    kind = _kind(op)
+    if name == "InputLayer":
+        return tensors[0]
+    if kind == "merge":
+        if name == "Concatenate":
+            return ops.concatenate(tensors, axis=op.axis) if len(tensors) > 1 else tensors[0]
+        total = None
+        for t in _summable(tensors):
+            total = t if total is None else total + t
+        return total
+    if len(tensors) != 1 or len(ins) != 1:
+        raise _NotThin(name) if thin else _Unsupported(name)
+    x = tensors[0]
+    rank = len(x.shape) - 2
+    if kind == "pointwise":
+        return x
+    if kind == "conv":
+        return _constant_conv(op, x, dtype, thin)
+    if kind == "pool":
+        strides = op.strides if op.strides is not None else op.pool_size
+        return ops.average_pool(x, op.pool_size, strides, op.padding, op.data_format)
+    if kind == "flat":
+        if name.startswith("Global"):
+            return ops.mean(x, axis=tuple(range(1, rank + 1)), keepdims=op.keepdims)
+        if name == "LayerNormalization":
+            return x
+        return ops.reshape(x, (ops.shape(x)[0], -1))
+    if kind == "pad":
+        pairs = _pairs(op.padding, rank)
+        return ops.pad(x, ((0, 0), *pairs, (0, 0)))
+    if kind == "crop":
+        pairs = _pairs(op.cropping, rank)
+        index = (slice(None),) + tuple(slice(b, -e if e else None) for b, e in pairs) + (
+            slice(None),)
+        return x[index]
+    if kind == "upsample":
+        factors = _per_axis(op.size, rank)
+        if getattr(op, "interpolation", "nearest") == "nearest":
+            for axis, u in enumerate(factors, start=1):
+                x = ops.repeat(x, u, axis=axis)
+            return x
+        size = tuple(int(n) * u for n, u in zip(x.shape[1:-1], factors))
+        return ops.image.resize(x, size, interpolation=op.interpolation)
+    if kind == "dense":
+        cin = int(x.shape[-1])
+        kernel = ops.full((cin, 1 if thin else op.units), 1.0 / cin, dtype=dtype)
+        return ops.matmul(x, kernel)
+    if kind == "reshape":
+        target = tuple(op.target_shape)
+        if thin:
+            target = target[:-1] + (-1,)
+        return ops.reshape(x, (ops.shape(x)[0], *target))
+    if thin:
+        raise _NotThin(name)
+    return ops.cast(copies[id(op)](ops.cast(x, copies[id(op)].compute_dtype)), dtype)
+
+
+def _summable(tensors):
     """Inputs of a sum: in a thin copy channel counts may differ (1 vs C); sum channels then."""
-    channels = {t.shape[-1] for t in tensors}
+    channels = {int(t.shape[-1]) for t in tensors}
     if len(channels) == 1:
         return tensors
-    return [keras.layers.Lambda(lambda t: keras.ops.sum(t, axis=-1, keepdims=True))(t)
-            if t.shape[-1] != 1 else t for t in tensors]
+    return [keras.ops.sum(t, axis=-1, keepdims=True) for t in tensors]
 
 
-def _constant_conv(op, x, dtype, channels):
+def _constant_conv(op, x, dtype, thin):
+    ops = keras.ops
     name = _cls(op)
-    fan_in = math.prod(_tuple(op.kernel_size)) * (1 if "Depthwise" in name else int(x.shape[-1]))
-    init = keras.initializers.Constant(1.0 / fan_in)
-    common = dict(kernel_size=op.kernel_size, strides=op.strides, padding=op.padding,
-                  dilation_rate=op.dilation_rate, use_bias=False, dtype=dtype,
-                  data_format=op.data_format)
-    rank = len(_tuple(op.kernel_size))
-    if "Depthwise" in name:
-        cls = keras.layers.DepthwiseConv1D if rank == 1 else keras.layers.DepthwiseConv2D
-        return cls(depth_multiplier=1 if channels else op.depth_multiplier,
-                   depthwise_initializer=init, **common)(x)
-    if "Separable" in name:
-        cls = keras.layers.SeparableConv1D if rank == 1 else keras.layers.SeparableConv2D
-        filters = channels or op.filters
-        depth = 1 if channels else op.depth_multiplier
-        point = keras.initializers.Constant(1.0 / (int(x.shape[-1]) * depth))
-        spatial = keras.initializers.Constant(1.0 / math.prod(_tuple(op.kernel_size)))
-        return cls(filters, depth_multiplier=depth, depthwise_initializer=spatial,
-                   pointwise_initializer=point, **common)(x)
-    cls = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}[rank]
-    groups = 1 if channels else getattr(op, "groups", 1)
-    if groups > 1:
-        init = keras.initializers.Constant(1.0 / (math.prod(_tuple(op.kernel_size)) *
-                                                  int(x.shape[-1]) // groups))
-    return cls(channels or op.filters, groups=groups, kernel_initializer=init, **common)(x)
+    k = _tuple(op.kernel_size)
+    cin = int(x.shape[-1])
+    padding = op.padding
+    if padding == "causal":
+        keff = (k[0] - 1) * _tuple(op.dilation_rate)[0] + 1
+        x = ops.pad(x, ((0, 0), (keff - 1, 0), (0, 0)))
+        padding = "valid"
+    spatial = math.prod(k)
+    if "Depthwise" in name or "Separable" in name:
+        mult = 1 if thin else op.depth_multiplier
+        kernel = ops.full((*k, cin, mult), 1.0 / spatial, dtype=dtype)
+        if "Depthwise" in name:
+            return ops.depthwise_conv(x, kernel, op.strides, padding, op.data_format,
+                                      op.dilation_rate)
+        filters = 1 if thin else op.filters
+        point = ops.full((*(1,) * len(k), cin * mult, filters), 1.0 / (cin * mult), dtype=dtype)
+        return ops.separable_conv(x, kernel, point, op.strides, padding, op.data_format,
+                                  op.dilation_rate)
+    groups = 1 if thin else getattr(op, "groups", 1)
+    filters = 1 if thin else op.filters
+    kernel = ops.full((*k, cin // groups, filters), 1.0 / (spatial * cin // groups), dtype=dtype)
+    return ops.conv(x, kernel, op.strides, padding, op.data_format, op.dilation_rate)
 
 
-def _copied(op, x, dtype):
-    """A layer of unknown geometry, as a fresh copy with the user's weights cast to ``dtype``."""
+def _copied(op, node, dtype):
+    """A layer of unknown geometry as a fresh copy with the user's weights."""
     try:
-        layer = _fresh(op, dtype)
-    except Exception as err:  # noqa: BLE001 - anything from a custom from_config
+        config = op.get_config()
+        config.pop("name", None)
+        layer = type(op).from_config(config)
+        shapes = [tuple(t.shape) for t in node.input_tensors]
+        layer.build(shapes[0] if len(shapes) == 1 else shapes)
+        weights = op.get_weights()
+        if weights:
+            layer.set_weights(weights)
+    except Exception as err:  # noqa: BLE001 - anything from a custom from_config or build
         raise _Unsupported(f"{_cls(op)} cannot be copied: {err}") from err
-    out = layer(x)
-    weights = op.get_weights()
-    if weights:
-        layer.set_weights(weights)
-    return out
+    return layer
