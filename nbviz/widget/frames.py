@@ -19,6 +19,7 @@ __all__ = ["Geometry", "display_geometry", "image_layer", "overlay_layer", "top_
 BOX_COLOR = (255, 230, 0)
 GRADIENT_BOX_COLOR = (0, 255, 255)
 CROSS_COLOR = (255, 255, 255)
+CROSS_SHADOW = (0, 0, 0, 170)
 GRID_COLOR = (255, 255, 255, 110)
 
 
@@ -107,7 +108,9 @@ def top_layer(geometry: Geometry, *, point=None, box=None, gradient_box=None, gr
     if box is not None:
         render.draw_box(out, geometry.to_canvas_box(box), BOX_COLOR, width=2)
     if point is not None:
-        render.draw_crosshair(out, geometry.to_canvas_point(point), CROSS_COLOR, size=8, width=1, gap=2)
+        centre = geometry.to_canvas_point(point)
+        render.draw_crosshair(out, centre, CROSS_SHADOW, size=10, width=3, gap=1)  # dark outline
+        render.draw_crosshair(out, centre, CROSS_COLOR, size=8, width=1, gap=2)
     return out
 
 

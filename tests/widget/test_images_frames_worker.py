@@ -83,6 +83,8 @@ def test_top_layer_draws_the_scaled_box_and_crosshair():
     # centre of image pixel (10, 20) = canvas (147, 287); arms of 8 px leave 2 px free around it
     assert cross[147, 277:285].all() and cross[147, 290:298].all() and not cross[147, 285:290].any()
     assert cross[137:145, 287].all() and cross[150:158, 287].all() and cross.sum() == 32
+    shadow = np.all(top[..., :3] == 0, axis=-1) & (top[..., 3] == 170)  # its dark outline
+    assert shadow[146, 276:285].all() and shadow[148, 290:298].all()
 
 
 def test_overlay_layer_kinds():
