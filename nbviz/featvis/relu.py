@@ -8,7 +8,9 @@ also passes the gradient through inactive units when it asks their input to rise
 it when it asks a negative input to fall). Forward values are unchanged. ReLU6 is treated the same
 way at both ends.
 
-:func:`redirected` is the ``replace`` argument for :meth:`nbviz.probe.Probe.replace_activations`.
+:func:`redirected` gives the replacement for one layer (for
+:meth:`nbviz.probe.Probe.replace_activations`); :func:`nbviz.featvis.render` uses it on the layers
+its objective reads.
 """
 
 from __future__ import annotations

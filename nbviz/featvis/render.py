@@ -107,8 +107,10 @@ def render(model, objective: Objective, *, steps: int = 256, size=None, batch: i
         ``value`` the objective (mean over the batch, at that step's start).
     stop: a :class:`Stop` or ``threading.Event``; when set, the run ends before its next step and
         returns the current images (resized to ``size`` when stopped in an earlier octave).
-    relu_redirect: lucid's redirected ReLU gradient (:mod:`nbviz.featvis.relu`), so that units
-        that are off for the whole starting image can be switched on; forward values unchanged.
+    relu_redirect: lucid's redirected ReLU gradient (:mod:`nbviz.featvis.relu`) on the layers the
+        objective reads (a ReLU / ReLU6 layer, or a layer with ``activation="relu"``), so that a
+        unit that is off for the whole starting image can be switched on; forward values are
+        unchanged, other layers keep their true gradient (and their speed).
     """
     p = get_probe(model)
     if not isinstance(objective, Objective):
@@ -238,7 +240,9 @@ def _evaluate(p, objective, paths, images, x, extra, redirect):
     specs = list(paths)
     with contextlib.ExitStack() as stack:
         if redirect:  # before capturing: a captured ReLU layer records the redirected output
-            stack.enter_context(p.replace_activations(redirected))
+            targets = {id(p.layer(paths[s]).layer) for s in specs}
+            stack.enter_context(p.replace_activations(
+                lambda layer: redirected(layer) if id(layer) in targets else None))
         captured = stack.enter_context(p.capture(*[paths[s] for s in specs]))
         if objective.needs_logits:
             with p.logits():
