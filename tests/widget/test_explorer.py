@@ -277,3 +277,28 @@ def test_saved_notebook_shows_the_last_view_without_a_kernel(explorer):
     nb.cells = [cell]
     html_text, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
     assert f"data:image/png;base64,{last}" in html_text
+
+
+def test_no_model_opens_the_demo():
+    landed("nbviz.demo")
+    from nbviz import demo
+
+    if not demo.MODEL_PATH.exists():
+        pytest.skip("the demo model file has not landed yet")
+    e = Explorer().wait()
+    assert e.image.shape == (64, 64, 3) and e.frame().shape == (448, 448, 4)
+    np.testing.assert_array_equal(e.image, demo.image(0))
+    names = [label.split(" ")[0] for label, _ in e.target_w.options[1:]]
+    assert sorted(names) == sorted(demo.LABELS)
+    e.close()
+
+
+def test_file_upload_value_replaces_the_image(explorer):
+    buf = io.BytesIO()
+    Image.fromarray(np.full((50, 70, 3), (10, 200, 30), np.uint8)).save(buf, "PNG")
+    explorer._on_upload({"new": ({"name": "g.png", "type": "image/png", "content": memoryview(buf.getvalue())},)})
+    explorer.wait()
+    assert explorer.image.shape == (32, 32, 3) and tuple(explorer.image[5, 5]) == (10, 200, 30)
+    assert tuple(explorer.frame()[100, 100, :3]) == (10, 200, 30)  # no overlay before a click
+    explorer._on_upload({"new": ({"name": "bad.png", "content": memoryview(b"nope")},)})
+    assert "could not read the image bytes" in explorer.status_text
