@@ -655,7 +655,9 @@ def fully_convolutional(model, *, name: str | None = None) -> keras.Model:
 
     ``model`` must end in global pooling or Flatten, then Dense layers (Dropout, Reshape and
     activations in between are fine). The backbone (everything up to the pooling) is reused as it
-    is, the same layer objects, wrapped in a new sub-model called on an input of any size;
+    is, the same layer objects, run by a :class:`~nbviz.methods.rf_geometry.SharedGraph` layer
+    named "backbone" on an input of any size (the result is for use in memory: that layer has no
+    saved form);
     global average/max pooling becomes average/max pooling over the backbone's native output
     size (stride 1), Flatten + Dense a convolution with that kernel size, later Dense layers 1×1
     convolutions; weights are copied into the new layers. At the native input size the map is
@@ -675,7 +677,7 @@ def fully_convolutional(model, *, name: str | None = None) -> keras.Model:
     channels = graph.inputs[0].shape[-1]
     inp = keras.Input(shape=(None, None, channels), name="image",
                       dtype=graph.inputs[0].dtype)
-    x = backbone(inp)
+    x = geo.SharedGraph(backbone, name="backbone")(inp)
     flattened = False
     for op in head:
         name_ = type(op).__name__
@@ -723,6 +725,8 @@ def _head(graph):
         if history is None:
             break
         op = history.operation
+        if isinstance(op, keras.layers.InputLayer):
+            break
         node = op._inbound_nodes[history.node_index]
         ins = node.input_tensors
         if len(ins) != 1:

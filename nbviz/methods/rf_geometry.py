@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 import keras
 
-__all__ = ["Geometry", "FLAT", "UNKNOWN", "layer_geometries", "rf_mode_copy", "graph_of"]
+__all__ = ["Geometry", "FLAT", "UNKNOWN", "SharedGraph", "layer_geometries", "rf_mode_copy",
+           "graph_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +84,8 @@ UNKNOWN = _Marker("UNKNOWN")  # geometry not known (a custom layer on the path)
 
 def graph_of(model):
     """The Functional behind a model (a built Sequential's included), or None (subclassed)."""
+    if isinstance(model, SharedGraph):
+        model = model.graph
     if isinstance(model, keras.Sequential):
         model = getattr(model, "_functional", None)
         if model is None:
@@ -93,7 +96,42 @@ def graph_of(model):
 
 
 def _is_graph_model(op) -> bool:
-    return isinstance(op, keras.Model) and graph_of(op) is not None
+    return isinstance(op, (keras.Model, SharedGraph)) and graph_of(op) is not None
+
+
+class SharedGraph(keras.layers.Layer):
+    """Runs a Functional model's graph on inputs of any spatial size, with its own layers.
+
+    Calling a Functional model checks its inputs against the shapes it was built with; this layer
+    runs the graph without that check, so a backbone built for 224×224 also takes 320×480. No
+    layer of the graph is called on symbolic tensors (the graph runs on TensorFlow tensors while
+    Keras infers the output shape), so the model's layers keep their nodes and config.
+    """
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.graph = model
+
+    def call(self, inputs, training=None):
+        return _run_unchecked(self.graph, inputs, training)
+
+
+def _run_unchecked(model, inputs, training):
+    """``model``'s graph on ``inputs``, nested graph models included, without shape checks."""
+    graph = graph_of(model)
+
+    def operation(op):
+        if _is_graph_model(op):
+            return lambda *args, **kwargs: _run_unchecked(
+                op, args[0] if len(args) == 1 else list(args), training)
+
+        def call(*args, **kwargs):
+            if training is not None and "training" in getattr(op, "_call_context_args", {}):
+                kwargs["training"] = training
+            return op(*args, **kwargs)
+        return call
+
+    return graph._run_through_graph(inputs, operation_fn=operation)
 
 
 def walk(model, inputs: list, visit: Callable, record: Callable | None = None) -> list:
