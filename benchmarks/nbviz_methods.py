@@ -3,7 +3,9 @@
 Every row starts from an empty probe cache (``nbviz.probe.clear_cache()``), so its cold call
 includes what a user's first call pays: reading the model and tracing the compiled function.
 Warm calls each get a new image (or a new cell / channel) and the explicit class of that image;
-the probe's trace counter tells whether any warm call traced again.
+the probe's trace counter tells whether any warm call traced again. Rows compared with the
+batch-1 floor run that floor right before each warm call (``paired_floor_s``), so both see the
+same machine load.
 
 A method whose module is not in this checkout is reported as ``status="not available"``.
 """
@@ -14,8 +16,10 @@ import importlib
 from typing import Callable
 
 import numpy as np
+import tensorflow as tf
 
 from catalog import FEATVIS_LAYER, FEATVIS_MODELS, METHODS, occlusion_window
+from floor import fwd_bwd_fn, onehot
 from timing import guarded, measure
 
 
@@ -52,21 +56,29 @@ def plans(model, model_name: str, images: np.ndarray, classes: np.ndarray, *, re
     def counter():
         return probe(model).trace_count()
 
-    def timed(fn: Callable, args: list) -> dict:
-        clear_cache()
-        return measure(fn, args, counter=counter)
+    # the batch-1 floor, run right before each warm call of the rows compared with it
+    floor_fn = fwd_bwd_fn(model)
+    n_classes = int(model.outputs[0].shape[-1])
+    floor_args = [(tf.constant(image[None]), onehot([k], n_classes)) for image, k in singles]
+    paired_floor = (lambda a: floor_fn(*a), floor_args)
 
-    def attribution(module: str, name: str, args: list, **options):
+    def timed(fn: Callable, args: list, paired=None) -> dict:
+        clear_cache()
+        return measure(fn, args, counter=counter, paired=paired)
+
+    def attribution(module: str, name: str, args: list, paired=None, **options):
         fn = _resolve(module, name)
         if fn is None:
             return lambda: _missing(f"{module}.{name}")
-        return lambda: timed(lambda a: fn(model, a[0], target=a[1], **options), args)
+        return lambda: timed(lambda a: fn(model, a[0], target=a[1], **options), args, paired)
 
     out = {
-        "saliency": attribution("nbviz.methods.gradients", "saliency", singles),
-        "guided_backprop": attribution("nbviz.methods.guided", "guided_backprop", singles),
-        "gradcam": attribution("nbviz.methods.gradcam", "gradcam", singles),
-        "guided_gradcam": attribution("nbviz.methods.gradcam", "guided_gradcam", singles),
+        "saliency": attribution("nbviz.methods.gradients", "saliency", singles, paired_floor),
+        "guided_backprop": attribution("nbviz.methods.guided", "guided_backprop", singles,
+                                       paired_floor),
+        "gradcam": attribution("nbviz.methods.gradcam", "gradcam", singles, paired_floor),
+        "guided_gradcam": attribution("nbviz.methods.gradcam", "guided_gradcam", singles,
+                                      paired_floor),
         "smoothgrad": attribution("nbviz.methods.gradients", "smoothgrad", batched_singles, n=20),
         "integrated_gradients": attribution("nbviz.methods.gradients", "integrated_gradients",
                                             batched_singles, steps=32, batch_size=32),
@@ -88,10 +100,17 @@ def plans(model, model_name: str, images: np.ndarray, classes: np.ndarray, *, re
         def gradient_rf_row():
             cells = _cells(tuple(rf(model).output_shape), repeats + 1)
             args = [(cell, image) for cell, (image, _) in zip(cells, singles)]
-            return timed(lambda a: grf(model, a[0], image=a[1]).map, args)
+            return timed(lambda a: grf(model, a[0], image=a[1]).map, args, paired_floor)
+        def gradient_rf_effective_row():
+            cells = _cells(tuple(rf(model).output_shape), repeats + 1)
+            args = [(cell, image) for cell, (image, _) in zip(cells, singles)]
+            return timed(lambda a: grf(model, a[0], image=a[1], mode="effective").map, args,
+                         paired_floor)
         out["gradient_rf"] = gradient_rf_row
+        out["gradient_rf_effective"] = gradient_rf_effective_row
     else:
-        out["gradient_rf"] = lambda: _missing("nbviz.methods.receptive_field.gradient_rf")
+        out["gradient_rf"] = out["gradient_rf_effective"] = \
+            lambda: _missing("nbviz.methods.receptive_field.gradient_rf")
 
     if model_name in FEATVIS_MODELS:
         fv = _resolve("nbviz", "featvis")

@@ -31,7 +31,7 @@ import tensorflow as tf  # noqa: E402
 import models  # noqa: E402
 from catalog import FEATVIS_LAYER, GRADCAM_LAYER, PEER_METHODS, occlusion_window  # noqa: E402
 from floor import measure_floors  # noqa: E402
-from timing import guarded, measure  # noqa: E402
+from timing import configure, guarded, measure  # noqa: E402
 
 DISTRIBUTIONS = ("tensorflow", "keras", "numpy", "tf-keras-vis", "tf-explain", "xplique",
                  "tensorflow-probability", "tf_keras")
@@ -250,9 +250,7 @@ def main(argv=None) -> int:
     with open(spec_path) as f:
         spec = json.load(f)
     tf.get_logger().setLevel("ERROR")
-    threads = spec.get("threads")
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    configure(budget_s=spec.get("budget_s"))
 
     def log(line):
         print(line, flush=True)

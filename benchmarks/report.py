@@ -20,7 +20,12 @@ def _ok(record) -> bool:
 
 
 def floor_of(model: dict, method: str, *, cpu: bool = False) -> float | None:
+    """The floor time of a method: measured paired with its calls where it was, else the
+    floor row of the model."""
     spec = METHODS[method]
+    mine = model.get("nbviz", {}).get(method)
+    if _ok(mine) and "paired_floor_s" in mine:
+        return mine["paired_floor_cpu_s" if cpu else "paired_floor_s"] * spec.floor_times
     key = spec.floor_key(model["size"])
     record = model.get("floors", {}).get(key) if key else None
     if not _ok(record):
@@ -75,9 +80,10 @@ def rows(results: dict) -> list[dict]:
                    "error": (record or {}).get("error")}
             floor, floor_cpu = floor_of(model, method), floor_of(model, method, cpu=True)
             row["floor_s"] = floor
+            row["floor_paired"] = _ok(record) and "paired_floor_s" in record
             if _ok(record):
                 row.update(warm_s=record["warm_s"], warm_cpu_s=record["warm_cpu_s"],
-                           cold_s=record["cold_s"], traces_warm=record.get("traces_warm"),
+                           cold_s=record["cold_s"], warm_calls=record.get("warm_calls"), traces_warm=record.get("traces_warm"),
                            traces_cold=record.get("traces_cold"))
                 if floor:
                     row["ratio"] = record["warm_s"] / floor
@@ -92,7 +98,7 @@ def rows(results: dict) -> list[dict]:
                 cell = {"status": precord.get("status"), "error": precord.get("error")}
                 if _ok(precord):
                     cell.update(warm_s=precord["warm_s"], warm_cpu_s=precord["warm_cpu_s"],
-                                cold_s=precord["cold_s"])
+                                cold_s=precord["cold_s"], warm_calls=precord.get("warm_calls"))
                     if _ok(record):
                         cell["ratio"] = record["warm_s"] / precord["warm_s"]
                         cell["ratio_cpu"] = record["warm_cpu_s"] / precord["warm_cpu_s"]
@@ -128,7 +134,9 @@ def _peer_cell(cell) -> str:
         return f"error¹" if cell["status"] == "error" else cell["status"]
     if "ratio" not in cell:
         return f"({_ms(cell['warm_s'])})"
-    return f"{_ratio(cell['ratio'])} ({_ms(cell['warm_s'])})"
+    calls = cell.get("warm_calls")
+    few = "*" if calls is not None and calls < 5 else ""
+    return f"{_ratio(cell['ratio'])} ({_ms(cell['warm_s'])}{few})"
 
 
 def markdown(results: dict) -> str:
@@ -155,8 +163,12 @@ def markdown(results: dict) -> str:
         + ".",
         "",
         "Warm = median of the warm calls, each on a new image (new cell / new channel); cold = first "
-        "call, tracing included. ×floor = nbviz warm / floor warm (wall; CPU in brackets). Peer columns: "
-        "nbviz warm / peer warm (below 1: nbviz is faster), with the peer's warm time.",
+        "call, tracing included. ×floor = nbviz warm / floor warm (wall; CPU in brackets); † = the "
+        "floor was run right before each warm call of that row (same load), else the floor table's. "
+        "Peer columns: "
+        "nbviz warm / peer warm (below 1: nbviz is faster), with the peer's warm time (* = median of "
+        "fewer than 5 warm calls: slow rows stop once their warm calls took "
+        f"{meta['args'].get('budget', 20):g} s, after 2 calls at least).",
     ]
     table_rows = rows(results)
     for name, model in results["models"].items():
@@ -177,22 +189,24 @@ def markdown(results: dict) -> str:
                              f"{_ms(record['warm_s'])} | {_ms(record['warm_cpu_s'])} | "
                              f"{_ms(record['cold_s'])} | {record['warm_calls']} |")
         peers_here = [p for p in PEERS if p in model.get("peers", {})]
-        head = "| method | nbviz warm | CPU | cold | floor | ×floor (CPU) | target | verdict | new traces warm |"
-        rule = "|---|---|---|---|---|---|---|---|---|"
+        head = ("| method | nbviz warm | CPU | cold | calls | floor | ×floor (CPU) | target | verdict "
+                "| new traces warm |")
+        rule = "|---|---|---|---|---|---|---|---|---|---|"
         for p in peers_here:
             head += f" vs {p} |"
             rule += "---|"
         lines += ["", head, rule]
         for row in (r for r in table_rows if r["model"] == name):
             if row["status"] != "ok":
-                cells = [row["label"], row["status"], "", "", _ms(row["floor_s"]), "", row["target"],
-                         row["verdict"], ""]
+                cells = [row["label"], row["status"], "", "", "", _ms(row["floor_s"]), "",
+                         row["target"], row["verdict"], ""]
             else:
                 ratio = (f"{_ratio(row.get('ratio'))} ({_ratio(row.get('ratio_cpu'))})"
                          if row.get("ratio") is not None else "–")
                 traces = row.get("traces_warm")
                 cells = [row["label"], _ms(row["warm_s"]), _ms(row["warm_cpu_s"]), _ms(row["cold_s"]),
-                         _ms(row["floor_s"]), ratio, row["target"], row["verdict"],
+                         str(row.get("warm_calls", "")),
+                         _ms(row["floor_s"]) + (" †" if row.get("floor_paired") else ""), ratio, row["target"], row["verdict"],
                          "–" if traces is None else str(traces)]
             cells += [_peer_cell(row["peers"].get(p)) for p in peers_here]
             lines.append("| " + " | ".join(cells) + " |")
@@ -264,6 +278,19 @@ def write(results: dict, stem: Path) -> dict[str, Path]:
     paths["md"].write_text(markdown(results))
     chart(results, paths["png"])
     return paths
+
+
+def update_readme(readme: Path, table_md: str) -> None:
+    """Put ``table_md`` (without its title) between the latest-results markers of ``readme``."""
+    text = readme.read_text()
+    begin, end = "<!-- latest:begin -->", "<!-- latest:end -->"
+    if begin not in text or end not in text:
+        return
+    body = "\n".join(line.replace("## ", "### ", 1) if line.startswith("## ") else line
+                     for line in table_md.splitlines() if not line.startswith("# "))
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    readme.write_text(f"{head}{begin}\n{body.strip()}\n\n![latest](latest.png)\n{end}{tail}")
 
 
 def _json_default(value):

@@ -54,6 +54,9 @@ def parse(argv=None) -> argparse.Namespace:
                     help="warm calls of batched rows (5)")
     ap.add_argument("--featvis-steps", type=int, default=None, help="(100)")
     ap.add_argument("--featvis-repeats", type=int, default=None, help="warm renders (5)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds of warm calls per row: once spent, a row stops after 2 warm "
+                         "calls at least (20; --quick 8)")
     ap.add_argument("--no-peers", action="store_true", help="skip tf-keras-vis, tf-explain, xplique")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for the results")
     ap.add_argument("--publish", choices=("auto", "yes", "no"), default="auto",
@@ -62,7 +65,7 @@ def parse(argv=None) -> argparse.Namespace:
     quick = args.quick
     if quick and args.models == ",".join(DEFAULT_MODELS):
         args.models = "mobilenetv2"
-    defaults = dict(repeats=3 if quick else 5, batch_repeats=2 if quick else 5,
+    defaults = dict(budget=8.0 if quick else 20.0, repeats=3 if quick else 5, batch_repeats=2 if quick else 5,
                     featvis_steps=20 if quick else 100, featvis_repeats=2 if quick else 5)
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -135,7 +138,7 @@ def run_peers(args, specs: list[dict], out: Path, log) -> dict:
     python = ensure_peers_venv(log)
     if python is None:
         return {"error": "the peers' virtualenv could not be created"}
-    spec = {"repeats": args.repeats, "batch_repeats": args.batch_repeats,
+    spec = {"budget_s": args.budget, "repeats": args.repeats, "batch_repeats": args.batch_repeats,
             "featvis_steps": args.featvis_steps, "featvis_repeats": args.featvis_repeats,
             "models": specs}
     spec_path, out_path = out / "peers-spec.json", out / "peers-result.json"
@@ -143,18 +146,22 @@ def run_peers(args, specs: list[dict], out: Path, log) -> dict:
     if out_path.exists():
         out_path.unlink()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(HERE))
-    proc = subprocess.run([str(python), str(HERE / "peers.py"), str(spec_path), str(out_path)],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("  ") or line.startswith("peers venv"):
-            log(line)
-    (out / "peers-log.txt").write_text(proc.stdout)
+    lines = []
+    with subprocess.Popen([str(python), str(HERE / "peers.py"), str(spec_path), str(out_path)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        for line in proc.stdout:  # streamed: each row is logged as it is measured
+            lines.append(line)
+            if line.startswith("  ") or line.startswith("peers venv"):
+                log(line.rstrip())
+    output = "".join(lines)
+    (out / "peers-log.txt").write_text(output)
     if out_path.exists():
         result = json.loads(out_path.read_text())
         if proc.returncode:
-            result["error"] = f"peers.py exited {proc.returncode}: {proc.stdout[-800:]}"
+            result["error"] = f"peers.py exited {proc.returncode}: {output[-800:]}"
         return result
-    return {"error": f"peers.py exited {proc.returncode} without a result: {proc.stdout[-1500:]}"}
+    return {"error": f"peers.py exited {proc.returncode} without a result: {output[-1500:]}"}
 
 
 # --------------------------------------------------------------------------- main
@@ -174,13 +181,15 @@ def main(argv=None) -> dict:
 
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")
+    import timing
+    timing.configure(budget_s=args.budget)
     import models
     from floor import measure_floors
     from nbviz_methods import measure_nbviz
 
     log(f"nbviz benchmark: models {args.models}, {args.size}², warm calls {args.repeats} "
         f"(batched {args.batch_repeats}), featvis {args.featvis_steps} steps × "
-        f"{args.featvis_repeats + 1}; load {loads[0]}")
+        f"{args.featvis_repeats + 1}, warm-call budget {args.budget:g} s per row; load {loads[0]}")
     results = {"models": {}}
     peer_specs = []
     for name in args.models:
@@ -271,7 +280,8 @@ def main(argv=None) -> dict:
     log(f"wrote {paths['md']} (+ .json, .png)")
     if args.publish == "yes":
         latest = report.write(results, HERE / "latest")
-        log(f"wrote {latest['md']} (+ .json, .png)")
+        report.update_readme(HERE / "README.md", latest["md"].read_text())
+        log(f"wrote {latest['md']} (+ .json, .png) and the table in benchmarks/README.md")
     print()
     print(paths["md"].read_text())
     return results

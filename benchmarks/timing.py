@@ -4,7 +4,7 @@ Wall time and this process's CPU time (all threads, user + system) are recorded 
 the benchmark machines are shared, and CPU time moves less than wall time when other processes
 compete for the cores. The 1-minute load average is read before and after each measurement.
 
-Only the standard library and numpy: the peers' virtualenv imports this module too.
+Only the standard library: the peers' virtualenv imports this module too.
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ import time
 import traceback
 from typing import Any, Callable, Sequence
 
-import numpy as np
+
+
+# defaults for every measurement of the run (set by run.py and peers.py from the command line)
+SETTINGS = {"budget_s": None, "min_calls": 2}
+
+
+def configure(*, budget_s: float | None = None, min_calls: int = 2) -> None:
+    """Set the warm-call time budget of every later :func:`measure` (None: no budget)."""
+    SETTINGS.update(budget_s=budget_s, min_calls=min_calls)
 
 
 def load_average() -> float:
@@ -40,11 +48,19 @@ def _timed(call: Callable, arg: Any) -> tuple[float, float, Any]:
 
 
 def measure(call: Callable[[Any], Any], inputs: Sequence[Any], *,
-            counter: Callable[[], int] | None = None) -> dict:
+            counter: Callable[[], int] | None = None,
+            paired: tuple[Callable[[Any], Any], Sequence[Any]] | None = None) -> dict:
     """Time ``call(inputs[0])`` (cold) then ``call(x)`` for each later input (warm).
 
     ``counter`` returns a running trace count: the record then says how many traces the cold
     call made and how many new ones the warm calls made (0 means no retracing).
+    The budget set by :func:`configure` bounds the warm calls' total wall time: once it is
+    spent (and at least ``min_calls`` warm calls were made) the remaining inputs are skipped;
+    ``warm_calls`` says how many were made.
+
+    ``paired = (floor_call, floor_inputs)`` runs the floor right before each warm call (on
+    ``floor_inputs[i]``, after one untimed warm-up call), so floor and method see the same load:
+    its medians are ``paired_floor_s`` / ``paired_floor_cpu_s``.
     Returns a dict with ``cold_s``, ``cold_cpu_s``, ``warm_s`` / ``warm_cpu_s`` (medians),
     the raw ``warm_samples_s`` / ``warm_cpu_samples_s``, ``load_before`` / ``load_after`` and
     ``status`` ("ok"). Errors are not caught here (see :func:`guarded`).
@@ -56,8 +72,17 @@ def measure(call: Callable[[Any], Any], inputs: Sequence[Any], *,
     wall, cpu, _ = _timed(call, inputs[0])
     record.update(cold_s=wall, cold_cpu_s=cpu)
     traces1 = counter() if counter else None
-    walls, cpus = [], []
-    for arg in inputs[1:]:
+    walls, cpus, floor_walls, floor_cpus = [], [], [], []
+    if paired:
+        materialise(paired[0](paired[1][0]))
+    budget_s, min_calls = SETTINGS["budget_s"], SETTINGS["min_calls"]
+    for i, arg in enumerate(inputs[1:], start=1):
+        if budget_s is not None and len(walls) >= min_calls and sum(walls) > budget_s:
+            break
+        if paired:
+            wall, cpu, _ = _timed(paired[0], paired[1][i % len(paired[1])])
+            floor_walls.append(wall)
+            floor_cpus.append(cpu)
         wall, cpu, _ = _timed(call, arg)
         walls.append(wall)
         cpus.append(cpu)
@@ -70,6 +95,9 @@ def measure(call: Callable[[Any], Any], inputs: Sequence[Any], *,
         load_after=load_average(),
         status="ok",
     )
+    if paired:
+        record.update(paired_floor_s=statistics.median(floor_walls),
+                      paired_floor_cpu_s=statistics.median(floor_cpus))
     if counter:
         record.update(traces_cold=traces1 - traces0, traces_warm=counter() - traces1)
     return record
@@ -85,8 +113,3 @@ def guarded(fn: Callable[[], dict]) -> dict:
             "error": f"{type(exc).__name__}: {exc}".strip()[:600],
             "traceback": traceback.format_exc()[-3000:],
         }
-
-
-def variants(image: np.ndarray, count: int) -> list[np.ndarray]:
-    """``count`` different images made from one (rolled by a few pixels each), for new inputs."""
-    return [np.roll(image, shift=3 * i, axis=-2) for i in range(count)]

@@ -19,7 +19,7 @@ def smoke(tmp_path_factory):
     try:
         import run
         out = tmp_path_factory.mktemp("bench")
-        results = run.main(["--models", "tiny", "--size", "32", "--repeats", "2",
+        results = run.main(["--models", "tiny", "--size", "32", "--repeats", "1",
                             "--batch-repeats", "1", "--featvis-steps", "2",
                             "--featvis-repeats", "1", "--no-peers", "--out", str(out)])
     finally:
@@ -36,7 +36,8 @@ def test_every_row_is_measured_or_reported(smoke):
         assert record["status"] in ("ok", "not available", "error"), method
         if record["status"] == "ok":
             assert record["warm_calls"] >= 1 and record["warm_s"] > 0 and record["cold_s"] > 0
-            assert record["traces_warm"] >= 0
+            if method != "frame_512":  # every row but the pure-numpy frame counts traces
+                assert isinstance(record["traces_warm"], int) and record["traces_warm"] >= 0
         else:
             assert record["error"], method
     for key, record in model["floors"].items():
