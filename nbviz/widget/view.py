@@ -294,12 +294,12 @@ class Explorer(W.VBox):
             self.channel_w.max = max(0, self._channels() - 1)
             if self.state.channel > self.channel_w.max:
                 self.state.channel = 0
+        if name in COMPUTE_TRAITS:  # first, so the worker starts while the top layer repaints
+            self._request()
         if name in TOP_TRAITS:
             self._paint_top()
         if name in OVERLAY_TRAITS:
             self._paint("overlay", self._overlay_rgba())
-        if name in COMPUTE_TRAITS:
-            self._request()
 
     def _on_mouse_down(self, x, y):
         self.click(*self.geometry.to_image(y, x))
