@@ -128,6 +128,13 @@ class _with_fn:  # the callable part of a Selection, as seen inside a compiled f
         self.fn = fn
 
 
+def balanced(count: int, batch_size: int) -> int:
+    """Batch size for ``count`` items in as few batches of at most ``batch_size`` as possible,
+    made even so that padding the last batch wastes less than one row per batch."""
+    batches = -(-count // batch_size)
+    return -(-count // batches)
+
+
 def numpy_maps(maps, single: bool, method: str) -> np.ndarray:
     """Tensor maps -> numpy float32; warns for an all-zero map; drops the batch axis for one image."""
     array = maps.numpy() if hasattr(maps, "numpy") else np.asarray(maps)
@@ -227,7 +234,7 @@ def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, b
     p, images, single = prepare(model, image, preprocess)
     base = _baseline(baseline, images)
     sel = selection(p, target, images, None)
-    steps, size = int(steps), int(min(batch_size, steps))
+    steps, size = int(steps), balanced(int(steps), int(batch_size))
     fn = sel.fn
 
     def chunk(x, base, alphas, weights, region, channels, top, extra):

@@ -4,7 +4,7 @@ A ``window`` slides over the image with ``stride`` (the last row/column of windo
 inward so every pixel is covered); each window is replaced by ``baseline`` and the drop of the
 explained score, ``score(image) - score(occluded)``, is recorded. Each pixel gets the mean drop of
 the windows covering it. The occluded copies are built inside one compiled function and run in
-batches of ``batch_size`` (together with the image itself, whose top class is explained when
+batches of at most ``batch_size`` (together with the image itself, whose top class is explained when
 ``target`` is None): never one forward pass per window.
 """
 
@@ -47,7 +47,7 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline=0.0, b
     tops, lefts = window_positions(height, wh, sh), window_positions(width, ww, sw)
     grid_t, grid_l = (a.ravel() for a in np.meshgrid(tops, lefts, indexing="ij"))
     count = len(grid_t)
-    size = int(min(batch_size, count))
+    size = _g.balanced(count, batch_size)
     fn = sel.fn
 
     def drops(x, base, top_rows, left_cols, region, channels, top, extra):

@@ -120,6 +120,9 @@ class Selection:
                                    top=rep(self.top))
 
 
+_RESOLVED: dict[tuple, Selection] = {}  # None and int targets: the same tensors every call
+
+
 def resolve(target: Any, output_shape, n: int, *, input_size=None, what: str = "model output"
             ) -> Selection:
     """Turn a user ``target`` into a :class:`Selection` for ``n`` images.
@@ -128,6 +131,21 @@ def resolve(target: Any, output_shape, n: int, *, input_size=None, what: str = "
     ``input_size`` (H, W) lets a mask be given at the input's size; ``what`` names the tensor in
     error messages.
     """
+    simple = target is None or (isinstance(target, numbers.Integral)
+                                and not isinstance(target, bool))
+    if not simple:
+        return _resolve(target, output_shape, n, input_size, what)
+    key = (None if target is None else int(target), tuple(output_shape)[1:], n)
+    hit = _RESOLVED.get(key)
+    if hit is None:
+        hit = _resolve(target, output_shape, n, input_size, what)
+        if len(_RESOLVED) > 512:
+            _RESOLVED.clear()
+        _RESOLVED[key] = hit
+    return hit
+
+
+def _resolve(target, output_shape, n, input_size, what) -> Selection:
     shape = tuple(output_shape)[1:]
     if len(shape) == 0:
         shape = (1,)
