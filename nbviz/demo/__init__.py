@@ -13,8 +13,15 @@ triangle, cross, ring; 16-32 px across, random colour, position and rotation) on
 gradient, smooth noise, thin lines, soft blobs, pixel noise). The object's mask and its box
 ``(top, left, bottom, right)`` (bottom/right exclusive) are exact, so they measure localisation.
 
-Model card (the numbers are in ``card.json``, the per-epoch log in ``training_log.csv``):
-{card}
+Model card (``card()`` returns ``card.json``; ``training_log.csv`` has loss and accuracy per epoch):
+
+* held-out accuracy 0.962 on 1000 scenes (seed 1000, never trained on); 0.875 on the 32 shipped
+  ones (``load_images()``, seed 2000);
+* 102509 parameters, 1.31 MB file; stem conv 5x5/2, three conv-BN-ReLU blocks, two max-pools,
+  global max pooling, dense softmax; last conv map 8 x 8, receptive field 39 px, stride 8;
+* trained on 6000 scenes (seed 0, each epoch a new rotation/mirror/colour permutation of them),
+  14 epochs, Adam, in 841 s wall time on 2 CPU cores shared with five other TensorFlow jobs:
+  318 CPU-seconds, so about 2.7 minutes on 2 free cores (TensorFlow 2.21.0, Keras 3.15.1).
 
 Re-train with ``python -m nbviz.demo.train`` (seeded, deterministic ops; it overwrites the shipped
 files, ``--out DIR`` writes elsewhere).
@@ -80,21 +87,3 @@ def image(i: int = 0) -> np.ndarray:
     if not -len(images) <= i < len(images):
         raise ValueError(f"i must be in 0..{len(images) - 1}, got {i}")
     return images[i].copy()
-
-
-def _card_text() -> str:
-    try:
-        c = card()
-    except (OSError, ValueError):
-        return "    (card.json missing: run python -m nbviz.demo.train)"
-    return (
-        f"    held-out accuracy {c['heldout_accuracy']:.3f} on {c['heldout_scenes']} scenes "
-        f"({c['shipped_accuracy']:.3f} on the {c['shipped_scenes']} shipped ones);\n"
-        f"    {c['parameters']} parameters, {c['file_bytes'] / 1e6:.2f} MB; trained on "
-        f"{c['train_scenes']} scenes, {c['epochs']} epochs, seed {c['seed']}, in {c['train_seconds']:.0f} s\n"
-        f"    on {c['cpu_count']} CPU cores (TensorFlow {c['versions']['tensorflow']}, "
-        f"Keras {c['versions']['keras']})."
-    )
-
-
-__doc__ = __doc__.format(card=_card_text())
