@@ -28,6 +28,7 @@ class Context:
     preprocess: Callable | None = None
     _rf: dict = dataclasses.field(default_factory=dict)
     _fcn: list = dataclasses.field(default_factory=list)
+    _fv_preprocess: dict = dataclasses.field(default_factory=dict)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     @property
@@ -208,14 +209,20 @@ def _activations(ctx: Context, req: Request, stop, progress) -> Result:
 
 def featvis_preprocess(ctx: Context, image) -> Callable:
     """Map feature-visualisation pictures in [0, 1] to the model's input: scaled to 0..255 when
-    the Explorer's image is in that range (uint8 or values above 1), then ``preprocess``."""
-    raw255 = np.asarray(image).dtype == np.uint8 or float(np.max(image)) > 1.0
-    pre = ctx.preprocess
+    the Explorer's image is in that range (uint8 or values above 1), then ``preprocess``.
 
-    def fn(x):
-        y = x * 255.0 if raw255 else x
-        return pre(y) if pre is not None else y
-    return fn
+    One function object per context and range, so repeated runs reuse the compiled step.
+    """
+    raw255 = np.asarray(image).dtype == np.uint8 or float(np.max(image)) > 1.0
+    with ctx._lock:
+        if raw255 not in ctx._fv_preprocess:
+            pre = ctx.preprocess
+
+            def fn(x):
+                y = x * 255.0 if raw255 else x
+                return pre(y) if pre is not None else y
+            ctx._fv_preprocess[raw255] = fn
+        return ctx._fv_preprocess[raw255]
 
 
 def _featvis(ctx: Context, req: Request, stop, progress) -> Result:

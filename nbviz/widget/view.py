@@ -171,8 +171,9 @@ class Explorer(W.VBox):
     def close(self):
         if hasattr(self, "worker"):
             self.worker.close()
-        if self._snapshot_timer is not None:
-            self._snapshot_timer.cancel()
+        timer = getattr(self, "_snapshot_timer", None)
+        if timer is not None:
+            timer.cancel()
         super().close()
 
     # ================================================================ image

@@ -233,15 +233,21 @@ def test_feature_visualisation_runs_stops_and_repaints(explorer):
     first = explorer.frame()
     assert explorer.progress_w.value == 1.0 and "objective" in explorer.progress_text.value
     # a long run, stopped after its first progress report, keeps its current picture
-    explorer.set(steps=400, channel=4)
+    explorer.set(steps=400)  # same objective and settings: no new trace
+    traces = explorer.probe.trace_count("featvis.step")
     explorer.run_featvis()
     deadline = time.monotonic() + 30
-    while explorer.progress_w.value == 1.0 or explorer.progress_w.value == 0:
+    def step():
+        text = explorer.progress_text.value
+        return int(text.split()[1]) if explorer.progress_w.value < 1.0 and text.startswith("step") else 0
+
+    while step() < 16:  # past the 6 steps of the first run (same seed: same pictures until then)
         assert time.monotonic() < deadline
         time.sleep(0.02)
     explorer.stop()
     explorer.wait()
     assert "(stopped)" in explorer.result.note and explorer.progress_w.value < 1.0
+    assert explorer.probe.trace_count("featvis.step") == traces
     assert _delta(first, explorer.frame()).max() > 0
 
 
