@@ -308,3 +308,16 @@ def test_file_upload_value_replaces_the_image(explorer):
     assert tuple(explorer.frame()[100, 100, :3]) == (10, 200, 30)  # no overlay before a click
     explorer._on_upload({"new": ({"name": "bad.png", "content": memoryview(b"nope")},)})
     assert "could not read the image bytes" in explorer.status_text
+
+
+def test_nested_model_layers_by_path(nested, assert_unchanged):
+    landed("nbviz.methods.gradcam")
+    image = (np.random.default_rng(2).random((64, 64, 3)) * 255).astype(np.uint8)
+    with assert_unchanged(nested):
+        e = Explorer(nested, image).wait()
+        inner = [p for p in e.layer_w.options if "/" in p]
+        assert inner and e.state.layer in e.layer_w.options  # nested paths, a spatial default
+        e.set(method="gradcam", layer=inner[-3]).wait()
+        assert "error" not in e.status_text, e.status_text
+        assert e.result.kind == "heat" and e.result.data.shape == (64, 64)
+        e.close()
