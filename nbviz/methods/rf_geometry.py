@@ -115,6 +115,10 @@ class SharedGraph(keras.layers.Layer):
     def call(self, inputs, training=None):
         return _run_unchecked(self.graph, inputs, training)
 
+    def compute_output_spec(self, inputs, training=None):
+        # shape arithmetic layer by layer, instead of tracing the whole graph
+        return self.graph._run_through_graph(inputs, operation_fn=lambda op: op.compute_output_spec)
+
 
 def _run_unchecked(model, inputs, training):
     """``model``'s graph on ``inputs``, nested graph models included, without shape checks."""
