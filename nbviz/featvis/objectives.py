@@ -62,13 +62,28 @@ class Context:
 
 
 class Term:
-    """One part of an objective. Subclasses are frozen dataclasses (hashable, comparable)."""
+    """One part of an objective. Subclasses are frozen dataclasses (hashable, comparable).
+
+    What may change without recompiling (channel, class and neuron indices, direction vectors) is
+    returned by :meth:`params` as numpy arrays and reaches :meth:`value` as tensors; the rest,
+    :meth:`structure`, keys the compiled step.
+    """
 
     layers: tuple = ()  # layer specs whose outputs the term reads
     needs_logits: bool = False
 
-    def value(self, ctx: Context) -> tf.Tensor:  # (N,) float32
+    def params(self) -> tuple:
+        return ()
+
+    def structure(self):
+        return self
+
+    def value(self, ctx: Context, params=None) -> tf.Tensor:  # (N,) float32
         raise NotImplementedError
+
+    def check(self, shape_of, logits_shape) -> None:
+        """Raise ValueError for indices outside the layers' shapes (``shape_of(spec)`` -> shape
+        with batch axis, or None when unknown)."""
 
     @property
     def batch(self) -> int:
@@ -105,16 +120,22 @@ def _layer_spec(spec, what="layer"):
     raise TypeError(f"{what} must be a layer name, path or Keras layer, got {type(spec).__name__}")
 
 
-def _per_item(index, n) -> tf.Tensor:
-    """Index per batch item as an int32 (N,) tensor."""
-    if isinstance(index, int):
-        return tf.fill([n], index)
-    table = tf.constant(index, tf.int32)
-    return tf.gather(table, tf.math.floormod(tf.range(n), len(index)))
+def _per_item(table, n) -> tf.Tensor:
+    """Index per batch item (item k takes entry k % len) as an int32 (N,) tensor."""
+    table = tf.convert_to_tensor(table, tf.int32)
+    return tf.gather(table, tf.math.floormod(tf.range(n), tf.shape(table)[0]))
 
 
 def _count(index) -> int:
     return len(index) if isinstance(index, tuple) else 1
+
+
+def _array(index) -> np.ndarray:
+    return np.asarray(index if isinstance(index, tuple) else (index,), np.int32)
+
+
+def _given(params, term):
+    return term.params() if params is None else params
 
 
 def _float(output) -> tf.Tensor:
@@ -123,11 +144,11 @@ def _float(output) -> tf.Tensor:
     return tf.cast(output, tf.float32)
 
 
-def _check_channel(act, channels, spec, what="channel"):
+def _check_channel(shape, channels, spec, what="channel"):
     top = max(channels) if isinstance(channels, tuple) else channels
-    if act.shape[-1] is not None and top >= act.shape[-1]:
+    if shape and shape[-1] is not None and top >= shape[-1]:
         raise ValueError(f"{what} {top} is out of range for layer {spec!r} with "
-                         f"{act.shape[-1]} channels (0..{act.shape[-1] - 1})")
+                         f"{shape[-1]} channels (0..{shape[-1] - 1})")
 
 
 def _mean_over_space(act) -> tf.Tensor:
@@ -151,26 +172,40 @@ class Neuron(Term):
     def batch(self):
         return _count(self.channel)
 
-    def value(self, ctx):
-        act = _float(ctx.activations[self.layer_spec])
-        _check_channel(act, self.channel, self.layer_spec)
-        if len(act.shape) == 4:
-            shape = tf.shape(act)
-            y = shape[1] // 2 if self.y is None else self.y
-            x = shape[2] // 2 if self.x is None else self.x
-            for name, v, size in (("y", self.y, act.shape[1]), ("x", self.x, act.shape[2])):
+    def params(self):
+        yx = [-1 if self.y is None else self.y, -1 if self.x is None else self.x]
+        return _array(self.channel), np.asarray(yx, np.int32)
+
+    def structure(self):
+        return ("neuron", self.layer_spec, self.batch)
+
+    def check(self, shape_of, logits_shape):
+        shape = shape_of(self.layer_spec)
+        _check_channel(shape, self.channel, self.layer_spec)
+        if shape is None:
+            return
+        if len(shape) == 2 and (self.y is not None or self.x is not None):
+            raise ValueError(f"layer {self.layer_spec!r} has no spatial axes (shape "
+                             f"{tuple(shape)}); leave y and x as None")
+        if len(shape) == 4:
+            for name, v, size in (("y", self.y, shape[1]), ("x", self.x, shape[2])):
                 if v is not None and size is not None and v >= size:
                     raise ValueError(f"neuron {name}={v} is outside layer {self.layer_spec!r} "
-                                     f"of spatial size {act.shape[1]}×{act.shape[2]}")
+                                     f"of spatial size {shape[1]}×{shape[2]}")
+
+    def value(self, ctx, params=None):
+        channels, yx = _given(params, self)
+        act = _float(ctx.activations[self.layer_spec])
+        if len(act.shape) == 4:
+            shape = tf.shape(act)
+            y = tf.where(yx[0] < 0, shape[1] // 2, yx[0])
+            x = tf.where(yx[1] < 0, shape[2] // 2, yx[1])
             act = act[:, y, x, :]
         elif len(act.shape) != 2:
             raise ValueError(f"neuron needs a (N, H, W, C) or (N, C) output; layer "
                              f"{self.layer_spec!r} gives shape {tuple(act.shape)}")
-        elif self.y is not None or self.x is not None:
-            raise ValueError(f"layer {self.layer_spec!r} has no spatial axes (shape "
-                             f"{tuple(act.shape)}); leave y and x as None")
         n = tf.shape(act)[0]
-        return tf.gather(act, _per_item(self.channel, n), axis=1, batch_dims=1)
+        return tf.gather(act, _per_item(channels, n), axis=1, batch_dims=1)
 
     def describe(self):
         where = "" if self.y is None and self.x is None else f", y={self.y}, x={self.x}"
@@ -190,12 +225,20 @@ class Channel(Term):
     def batch(self):
         return _count(self.channel)
 
-    def value(self, ctx):
-        act = _float(ctx.activations[self.layer_spec])
-        _check_channel(act, self.channel, self.layer_spec)
-        means = _mean_over_space(act)
+    def params(self):
+        return (_array(self.channel),)
+
+    def structure(self):
+        return ("channel", self.layer_spec, self.batch)
+
+    def check(self, shape_of, logits_shape):
+        _check_channel(shape_of(self.layer_spec), self.channel, self.layer_spec)
+
+    def value(self, ctx, params=None):
+        (channels,) = _given(params, self)
+        means = _mean_over_space(_float(ctx.activations[self.layer_spec]))
         n = tf.shape(means)[0]
-        return tf.gather(means, _per_item(self.channel, n), axis=1, batch_dims=1)
+        return tf.gather(means, _per_item(channels, n), axis=1, batch_dims=1)
 
     def describe(self):
         return f"channel({self.layer_spec!r}, {self.channel!r})"
@@ -210,7 +253,7 @@ class Layer(Term):
     def layers(self):
         return self.layer_specs
 
-    def value(self, ctx):
+    def value(self, ctx, params=None):
         total = 0.0
         for spec in self.layer_specs:
             act = _float(ctx.activations[spec])
@@ -234,13 +277,24 @@ class Logit(Term):
     def batch(self):
         return _count(self.index)
 
-    def value(self, ctx):
+    def params(self):
+        return (_array(self.index),)
+
+    def structure(self):
+        return ("logit", self.batch)
+
+    def check(self, shape_of, logits_shape):
+        if logits_shape is not None:
+            flat = (None, int(np.prod(logits_shape[1:])))
+            _check_channel(flat, self.index, "model output", what="logit index")
+
+    def value(self, ctx, params=None):
+        (index,) = _given(params, self)
         logits = _float(ctx.logits)
         if len(logits.shape) != 2:
             logits = tf.reshape(logits, [tf.shape(logits)[0], -1])
-        _check_channel(logits, self.index, "model output", what="logit index")
         n = tf.shape(logits)[0]
-        return tf.gather(logits, _per_item(self.index, n), axis=1, batch_dims=1)
+        return tf.gather(logits, _per_item(index, n), axis=1, batch_dims=1)
 
     def describe(self):
         return f"logit({self.index!r})"
@@ -255,12 +309,22 @@ class Direction(Term):
     def layers(self):
         return (self.layer_spec,)
 
-    def value(self, ctx):
-        act = _float(ctx.activations[self.layer_spec])
-        if act.shape[-1] is not None and act.shape[-1] != len(self.vector):
+    def params(self):
+        return (np.asarray(self.vector, np.float32),)
+
+    def structure(self):
+        return ("direction", self.layer_spec, len(self.vector))
+
+    def check(self, shape_of, logits_shape):
+        shape = shape_of(self.layer_spec)
+        if shape and shape[-1] is not None and shape[-1] != len(self.vector):
             raise ValueError(f"direction vector has {len(self.vector)} entries but layer "
-                             f"{self.layer_spec!r} has {act.shape[-1]} channels")
-        projected = tf.tensordot(act, tf.constant(self.vector, tf.float32), axes=[[-1], [0]])
+                             f"{self.layer_spec!r} has {shape[-1]} channels")
+
+    def value(self, ctx, params=None):
+        (vector,) = _given(params, self)
+        act = _float(ctx.activations[self.layer_spec])
+        projected = tf.tensordot(act, tf.cast(vector, tf.float32), axes=[[-1], [0]])
         axes = list(range(1, len(projected.shape)))
         return tf.reduce_mean(projected, axis=axes) if axes else projected
 
@@ -270,7 +334,7 @@ class Direction(Term):
 
 @dataclasses.dataclass(frozen=True)
 class TotalVariation(Term):
-    def value(self, ctx):
+    def value(self, ctx, params=None):
         img = ctx.images
         dy = tf.abs(img[:, 1:, :, :] - img[:, :-1, :, :])
         dx = tf.abs(img[:, :, 1:, :] - img[:, :, :-1, :])
@@ -290,7 +354,7 @@ class Norm(Term):
     def layers(self):
         return () if self.layer_spec is None else (self.layer_spec,)
 
-    def value(self, ctx):
+    def value(self, ctx, params=None):
         t = ctx.images if self.layer_spec is None else _float(ctx.activations[self.layer_spec])
         d = t - self.constant
         d = tf.abs(d) if self.power == 1 else tf.square(d)
@@ -309,7 +373,7 @@ class Diversity(Term):
     def layers(self):
         return (self.layer_spec,)
 
-    def value(self, ctx):
+    def value(self, ctx, params=None):
         act = _float(ctx.activations[self.layer_spec])
         if len(act.shape) != 4:
             raise ValueError(f"diversity needs a spatial (N, H, W, C) layer; {self.layer_spec!r} "
@@ -402,11 +466,34 @@ class Objective:
             n = int(np.lcm(n, term.batch))
         return n
 
-    def value(self, ctx: Context) -> tf.Tensor:
-        """Objective per batch item, shape (N,)."""
+    def structure(self) -> tuple:
+        """What the compiled step depends on: term kinds, layers and batch lengths, not the
+        weights, indices or vectors (those are :meth:`params`)."""
+        return tuple(term.structure() for _, term in self.terms)
+
+    def params(self) -> list:
+        """Weights (one float32 array) then every term's parameters, as numpy arrays."""
+        out = [np.asarray([w for w, _ in self.terms], np.float32)]
+        for _, term in self.terms:
+            out.extend(term.params())
+        return out
+
+    def check(self, shape_of, logits_shape=None) -> None:
+        """Raise ValueError when an index does not fit the layer shapes (see :meth:`Term.check`)."""
+        for _, term in self.terms:
+            term.check(shape_of, logits_shape)
+
+    def value(self, ctx: Context, params=None) -> tf.Tensor:
+        """Objective per batch item, shape (N,); ``params`` as tensors (default: this objective's
+        own :meth:`params`)."""
+        if params is None:
+            params = self.params()
+        weights, rest = params[0], list(params[1:])
         total = tf.zeros([ctx.batch], tf.float32)
-        for weight, term in self.terms:
-            total = total + weight * term.value(ctx)
+        for i, (_, term) in enumerate(self.terms):
+            k = len(term.params())
+            mine, rest = rest[:k], rest[k:]
+            total = total + weights[i] * term.value(ctx, tuple(mine))
         return total
 
     def __repr__(self):

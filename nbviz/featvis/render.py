@@ -2,10 +2,12 @@
 
 One optimisation step (parametrise -> transform -> preprocess -> forward with the needed layers
 captured -> objective -> gradient -> normalise -> Adam or SGD update) is one compiled function per
-(objective, image size, batch, parametrisation, transforms, optimiser, preprocess), cached on the
-model's probe. Everything that changes between steps (the raw parameters, Adam's moments, the step
-count, learning rate, random seed and schedule progress) goes in as tensors, so steps never
-retrace, and rendering again with the same settings reuses the compiled step. Only layers up to
+(objective structure, image size, batch, parametrisation, transforms, optimiser, preprocess),
+cached on the model's probe. Everything that changes between steps (the raw parameters, Adam's
+moments, the step count, learning rate, random seed and schedule progress) goes in as tensors, so
+steps never retrace; so do the objective's weights, channel / class / neuron indices and direction
+vectors, so rendering another channel of the same layer, or the same settings again, reuses the
+compiled step. Only layers up to
 the deepest one the objective reads are computed: TensorFlow prunes the rest of the model from the
 compiled step.
 """
@@ -152,6 +154,8 @@ def render(model, objective: Objective, *, steps: int = 256, size=None, batch: i
         raise ValueError(f"the model takes {p.image_input.channels} channels; pass preprocess= to "
                          "map RGB images in [0, 1] to its input")
     paths = {spec: p.layer(spec).path for spec in objective.layers}
+    objective.check(lambda spec: _shape(p, paths[spec]), _output_shape(p))
+    obj_params = [tf.constant(a) for a in objective.params()]
     sizes = octave_sizes(final, octaves, float(octave_scale))
     _check_sizes(sizes, transforms)
 
@@ -176,7 +180,7 @@ def render(model, objective: Objective, *, steps: int = 256, size=None, batch: i
             if stop is not None and stop.is_set():
                 return _finish(param, raw, hw, final)
             raw, m, v, values = step(
-                raw, m, v,
+                raw, m, v, obj_params,
                 tf.constant(float(i + 1), tf.float32),
                 lr_t,
                 tf.constant([seed, done], tf.int64),
@@ -198,8 +202,8 @@ def _finish(param, raw, hw, final) -> np.ndarray:
 
 def _step_function(p, objective, paths, param, hw, batch, transforms, optimizer, normalize,
                    preprocess, relu_redirect):
-    key = ("featvis.step", objective, tuple(hw), batch, param, transforms, optimizer, normalize,
-           preprocess, relu_redirect)
+    key = ("featvis.step", objective.structure(), tuple(hw), batch, param, transforms, optimizer,
+           normalize, preprocess, relu_redirect)
     spec = p.image_input
     fit = ()
     if spec.height is not None and spec.width is not None:
@@ -208,7 +212,7 @@ def _step_function(p, objective, paths, param, hw, batch, transforms, optimizer,
     apply = T.compose(transforms + fit)
     extra = p.zero_extra_inputs()
 
-    def step(raw, m, v, t, lr, seed, progress):
+    def step(raw, m, v, obj_params, t, lr, seed, progress):
         with tf.GradientTape() as tape:
             tape.watch(raw)
             images = param.images(raw, hw)
@@ -217,7 +221,7 @@ def _step_function(p, objective, paths, param, hw, batch, transforms, optimizer,
                 x = preprocess(x)
             elif spec.channels == 1:
                 x = tf.reduce_mean(x, axis=-1, keepdims=True)
-            values = _evaluate(p, objective, paths, images, x, extra, relu_redirect)
+            values = _evaluate(p, objective, obj_params, paths, images, x, extra, relu_redirect)
             total = tf.reduce_sum(values)
         g = tape.gradient(total, raw)
         if g is None:
@@ -236,7 +240,7 @@ def _step_function(p, objective, paths, param, hw, batch, transforms, optimizer,
     return p.compiled(key, step)
 
 
-def _evaluate(p, objective, paths, images, x, extra, redirect):
+def _evaluate(p, objective, obj_params, paths, images, x, extra, redirect):
     specs = list(paths)
     with contextlib.ExitStack() as stack:
         if redirect:  # before capturing: a captured ReLU layer records the redirected output
@@ -255,7 +259,28 @@ def _evaluate(p, objective, paths, images, x, extra, redirect):
                          "forward pass, so the objective cannot read them")
     acts = {s: captured[paths[s]] for s in specs}
     ctx = Context(images, acts, out if objective.needs_logits else None)
-    return objective.value(ctx)
+    return objective.value(ctx, obj_params)
+
+
+def _shape(p, path):
+    """Recorded output shape of a layer; spatial sizes only when the model's input size is
+    fixed (otherwise they depend on the rendered size)."""
+    shape = p.layer(path).output_shape
+    if shape is None:
+        return None
+    if len(shape) == 4 and (p.image_input.height is None or p.image_input.width is None):
+        return (shape[0], None, None, shape[3])
+    return shape
+
+
+def _output_shape(p):
+    layer = p.output_layer
+    if layer is None:
+        return None
+    try:
+        return p.layer(layer).output_shape
+    except ValueError:
+        return None
 
 
 def _normalized(g, how):

@@ -134,12 +134,32 @@ def test_dense_outputs_and_logits():
     np.testing.assert_array_equal(_value(fv.neuron("d", 1), ctx), [2.0, 5.0])
     np.testing.assert_array_equal(_value(fv.channel("d", 2), ctx), [3.0, 6.0])
     np.testing.assert_array_equal(_value(fv.logit([0, 2]), ctx), [10.0, 60.0])
+    shape_of = {"d": (None, 3), "a": (None, 5, 6, 4)}.get
     with pytest.raises(ValueError, match="no spatial axes"):
-        fv.neuron("d", 1, y=0, x=0).value(ctx)
+        fv.neuron("d", 1, y=0, x=0).check(shape_of, (None, 3))
     with pytest.raises(ValueError, match="out of range"):
-        fv.channel("d", 3).value(ctx)
+        fv.channel("d", 3).check(shape_of, (None, 3))
     with pytest.raises(ValueError, match="out of range"):
-        fv.logit(7).value(ctx)
+        fv.logit(7).check(shape_of, (None, 3))
+    with pytest.raises(ValueError, match="outside layer"):
+        fv.neuron("a", 1, y=5).check(shape_of, None)
+    with pytest.raises(ValueError, match="4 channels"):
+        fv.direction("a", [1, 2, 3]).check(shape_of, None)
+    (fv.neuron("a", 3, y=4, x=5) + fv.logit(2) + fv.direction("a", [1, 2, 3, 4])).check(
+        shape_of, (None, 3))  # all in range
+
+
+def test_indices_weights_and_vectors_are_parameters_not_structure():
+    a = 2 * fv.channel("c", [1, 2]) - 0.5 * fv.neuron("c", 3, y=1) + fv.direction("c", [3, 4])
+    b = 3 * fv.channel("c", [5, 6]) - 0.1 * fv.neuron("c", 0) + fv.direction("c", [1, 0])
+    assert a.structure() == b.structure()
+    assert a.structure() != fv.channel("c", [1, 2, 3]).structure()
+    weights, channels, neuron_channel, yx, vector = a.params()
+    np.testing.assert_array_equal(weights, [2.0, -0.5, 1.0])
+    np.testing.assert_array_equal(channels, [1, 2])
+    np.testing.assert_array_equal(neuron_channel, [3])
+    np.testing.assert_array_equal(yx, [1, -1])
+    np.testing.assert_allclose(vector, [0.6, 0.8])
 
 
 def test_image_regularisers_are_exact():

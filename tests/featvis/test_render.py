@@ -44,6 +44,12 @@ def test_one_trace_per_setting_and_none_on_rerun(small):
     assert p.trace_count("featvis.step") == before + 1  # 12 steps, one trace
     fv.render(small, obj, steps=5, size=32, blur=0.5, lr=0.2, seed=9)  # lr and seed are tensors
     assert p.trace_count("featvis.step") == before + 1
+    other = 0.5 * fv.channel("conv3", 9) - 0.3 * fv.total_variation()  # indices, weights too
+    nine = fv.render(small, other, steps=3, size=32, blur=0.5)
+    four = fv.render(small, 0.5 * fv.channel("conv3", 4) - 0.3 * fv.total_variation(), steps=3,
+                     size=32, blur=0.5)
+    assert p.trace_count("featvis.step") == before + 1
+    assert np.abs(nine - four).max() > 0.01  # the index reached the compiled step
     fv.render(small, obj, steps=3, size=32, octaves=3, octave_scale=1.25, blur=0.5)
     assert p.trace_count("featvis.step") == before + 3  # two new octave sizes
     fv.render(small, obj, steps=3, size=32, octaves=3, octave_scale=1.25, blur=0.5)
