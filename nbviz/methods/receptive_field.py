@@ -285,13 +285,12 @@ def _layer_and_geometry(model, layer, size):
             by_layer, order = geoms
             for lay in reversed(order):
                 value = by_layer[id(lay)]
-                if (isinstance(value, geo.Geometry) and not isinstance(lay, keras.Model)
-                        and math.prod(value.shape) > 1):
+                if isinstance(lay, keras.Model):
+                    continue
+                if value is geo.UNKNOWN:  # shapes unknown from here on: ask the probe
+                    break
+                if isinstance(value, geo.Geometry) and math.prod(value.shape) > 1:
                     return _resolve(model, lay) + (value,)
-            spatial = [l for l in reversed(order) if by_layer[id(l)] is geo.UNKNOWN]
-            if spatial:
-                info = probe(model).spatial_layer()
-                return info.path, info.layer, by_layer.get(id(info.layer))
         info = probe(model).spatial_layer()
         return info.path, info.layer, None if geoms is None else geoms[0].get(id(info.layer))
     path, lay = _resolve(model, layer)
@@ -331,7 +330,7 @@ def _numeric(model, path, layer, size) -> ReceptiveField:
         raise ValueError(f"layer {path!r} has a {h}×{w} output at input size {size}: a numeric "
                          f"stride needs two cells; pass a larger input_shape")
     centre = (h // 2, w // 2)
-    neighbour = tuple(c + 1 if c + 1 < n else c - 1 for c, n in zip(centre, (h, w)))
+    neighbour = tuple(c + 1 if c + 1 < n else max(c - 1, 0) for c, n in zip(centre, (h, w)))
     boxes = {}
     for cell in (centre, neighbour):
         grad = runner.gradient(_one_hot((h, w), cell))

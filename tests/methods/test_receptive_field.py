@@ -334,6 +334,7 @@ def test_unknown_layer_makes_later_layers_numeric():
     assert receptive_field(model, "before").method == "analytic"
     rf = receptive_field(model, "after")
     assert (rf.method, rf.size, rf.stride, rf.offset) == ("numeric", (7, 7), (1, 1), (0.0, 0.0))
+    assert receptive_field(model) == rf  # the default is still the last spatial layer
 
 
 def test_misaligned_branches_report_their_union():
