@@ -181,10 +181,10 @@ def _layered_attribution(name: str, *, rgb: bool):
         a = _fn("nbviz.methods.gradcam" if "gradcam" in name else "nbviz.methods.guided", name)(
             ctx.model, req.image, target=req.target, layer=req.layer or None, preprocess=ctx.preprocess)
         a = np.asarray(a, np.float32)
+        note = name.replace("_", " ") + (f" at {req.layer}" if req.layer else "")
         if rgb:  # signed gradients as a picture around mid-grey
-            return Result("rgb", render.normalize(a, symmetric=True), values=a.sum(axis=-1),
-                          note=f"{name.replace('_', ' ')} at {req.layer}")
-        return Result("heat", np.clip(a, 0, 1), values=a, note=f"{name.replace('_', ' ')} at {req.layer}")
+            return Result("rgb", render.normalize(a, symmetric=True), values=a.sum(axis=-1), note=note)
+        return Result("heat", np.clip(a, 0, 1), values=a, note=note)
     return run
 
 

@@ -31,6 +31,7 @@ __all__ = ["Explorer"]
 # ipycanvas' hold_canvas switches one global cache on and off: one painter at a time
 _PAINT_LOCK = threading.RLock()
 _LAYERS = ("image", "overlay", "top")
+_TOP = -1  # the target dropdown's value for "the top prediction" (state.target None)
 _CACHE_SIZE = 24
 # hides the live notebook's copy of the static snapshot (the output right after the Explorer);
 # static renderers (nbconvert, GitHub) do not run the widget, so there the snapshot shows
@@ -207,7 +208,8 @@ class Explorer(W.VBox):
         wide = {"description_width": "70px"}
         self.method_w = W.Dropdown(options=[(m.label, k) for k, m in METHODS.items()], description="method", style=wide)
         self.layer_w = W.Dropdown(options=[i.path for i in spatial], description="layer", style=wide)
-        self.target_w = W.Dropdown(options=[("top prediction", None)], description="target", style=wide)
+        # ipywidgets reads a Dropdown value of None as "nothing selected": the top prediction is -1
+        self.target_w = W.Dropdown(options=[("top prediction", _TOP)], value=_TOP, description="target", style=wide)
         self.channel_w = W.BoundedIntText(0, min=0, max=max(0, self._channels() - 1), description="channel",
                                           style=wide, layout=W.Layout(width="160px"))
         self.mode_w = W.ToggleButtons(options=["theoretical", "effective"], description="gradient",
@@ -230,7 +232,9 @@ class Explorer(W.VBox):
         self.octaves_w = W.IntSlider(min=1, max=5, description="octaves", style=wide)
         self.octave_scale_w = W.FloatSlider(min=1.0, max=2.0, step=0.05, description="octave ×", style=wide)
         self.param_w = W.ToggleButtons(options=["fft", "pixel"], description="param", style={"button_width": "60px"})
-        for name in ("method", "layer", "target", "channel", "mode", "cmap", "alpha", "grid", "samples", "noise",
+        W.link((s, "target"), (self.target_w, "value"),
+               transform=(lambda t: _TOP if t is None else t, lambda v: None if v == _TOP else v))
+        for name in ("method", "layer", "channel", "mode", "cmap", "alpha", "grid", "samples", "noise",
                      "ig_steps", "window", "stride", "steps", "lr", "blur", "jitter", "scale", "rotate", "octaves",
                      "octave_scale", "param"):
             widget = getattr(self, f"{name}_w")
@@ -456,14 +460,15 @@ class Explorer(W.VBox):
         if scores is None:
             return
         names = class_names(scores.shape[-1], self._labels_given)
-        options = [("top prediction", None)] + [
+        options = [("top prediction", _TOP)] + [
             (f"{names[i]} ({v:.3g})", i) for i, v in top_predictions(scores, 5)]
-        if self.state.target is not None and self.state.target not in [o[1] for o in options]:
-            options.append((f"{names[self.state.target]}", self.state.target))
+        target = self.state.target
+        if target is not None and target not in [o[1] for o in options]:
+            options.append((names[target] if 0 <= target < len(names) else f"class {target}", target))
         if list(self.target_w.options) != options:
             with self.state.hold_trait_notifications():
                 self.target_w.options = options
-                self.target_w.value = self.state.target
+                self.target_w.value = _TOP if target is None else target
 
     # ================================================================ painting
 

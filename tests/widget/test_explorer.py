@@ -52,6 +52,11 @@ def test_starts_with_the_image_and_top5_targets(explorer, image):
     np.testing.assert_array_equal(f[::14, ::14, :3], image)  # no overlay before a click (RF method)
     labels = [label for label, _ in explorer.target_w.options]
     assert labels[0] == "top prediction" and len(labels) == 5
+    assert explorer.target_w.index == 0 and explorer.state.target is None  # shown, not blank
+    explorer.target_w.value = explorer.target_w.options[2][1]  # the dropdown drives the state
+    assert explorer.state.target == explorer.target_w.options[2][1]
+    explorer.set(target=None)
+    assert explorer.target_w.index == 0
     assert {label.split(" ")[0] for label in labels[1:]} == {"cat", "dog", "fox", "owl"}
 
 
