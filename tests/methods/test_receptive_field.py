@@ -283,7 +283,7 @@ def test_slow_applications_analytic_matches_gradient_support(name, kwargs, layer
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,layer,size", [
-    ("NASNetMobile", "normal_concat_5", 224), ("ConvNeXtTiny", "convnext_tiny_stage_1_block_2_identity", 96),
+    ("NASNetMobile", "normal_concat_5", 224), ("ConvNeXtTiny", "convnext_tiny_stage_1_block_2_identity", 256),
     ("InceptionResNetV2", "block35_10_ac", 299), ("DenseNet121", "relu", 96)])
 def test_more_applications_analytic_matches_gradient_support(name, layer, size):
     model = getattr(keras.applications, name)(weights=None, include_top=False,
@@ -305,6 +305,17 @@ def test_nested_model_layers_have_their_standalone_geometry(nested):
     assert receptive_field(nested).layer == f"{backbone.name}/out_relu"
     g = gradient_rf(nested, (1, 1), layer=f"{backbone.name}/{inner}")
     assert g.box == clip(rf.box((1, 1)), (64, 64))
+
+
+def test_sequential_model_is_analytic():
+    model = keras.Sequential([keras.Input((33, 33, 2)), layers.Conv2D(2, 3, strides=2),
+                              layers.ReLU(), layers.Conv2D(2, 3, dilation_rate=2, name="c2")])
+    with unchanged(model):
+        rf = receptive_field(model)
+    # 3×3/2 then a 3×3 conv dilated by 2 at stride 2: 3 + 2·4 = 11 pixels, stride 2, valid
+    assert (rf.layer, rf.method, rf.size, rf.stride, rf.offset) == (
+        "c2", "analytic", (11, 11), (2, 2), (5.0, 5.0))
+    assert gradient_rf(model, (5, 6)).box == rf.box((5, 6)) == (10, 12, 21, 23)
 
 
 def test_subclassed_model_is_measured_numerically(subclassed):
