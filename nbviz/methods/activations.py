@@ -30,7 +30,7 @@ def activations(model, image, layers, *, preprocess=None, extra_inputs=None):
             p.forward(images, extra_inputs=extra)
         return {path: _first(captured[path]) for path in paths}
 
-    f = p.compiled(("activations", tuple(images.shape), paths), forward)
+    f = _g.compiled(p, ("activations", tuple(images.shape), paths), forward)
     found = f(images, _g.extra_tensors(p, extra_inputs))
     result = {}
     for path in paths:

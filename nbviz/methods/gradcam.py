@@ -58,7 +58,7 @@ def cam_function(p, images, sel, layer: str, plus_plus: bool):
                 out = p.forward(images, extra_inputs=extra)
             acts = captured[layer]
             acts = acts[0] if isinstance(acts, (list, tuple)) else acts
-            score = _targets.scores(out, _g._with_fn(fn), region, channels, top)
+            score = _targets.scores(out, fn, region, channels, top)
         grads = tf.cast(tape.gradient(score, acts), tf.float32)
         acts = tf.cast(acts, tf.float32)
         if plus_plus:
@@ -76,7 +76,7 @@ def cam_function(p, images, sel, layer: str, plus_plus: bool):
         return tf.math.divide_no_nan(high, peak), acts, grads
 
     key = _g.key_of("gradcam_plus_plus" if plus_plus else "gradcam", images, sel, layer)
-    return p.compiled(key, cam)
+    return _g.compiled(p, key, cam)
 
 
 def _cam(model, image, target, layer, preprocess, extra_inputs, *, plus_plus):

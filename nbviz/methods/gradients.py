@@ -97,10 +97,36 @@ def key_of(purpose: str, images: tf.Tensor, sel: _targets.Selection, *options) -
 
 
 def extra_tensors(p: Probe, extra_inputs):
-    """Other inputs of a multi-input model, as float tensors (values for one example)."""
+    """Other inputs of a multi-input model as tensors (values for one example, shared by all)."""
     if extra_inputs is None:
         return None
     return {name: tf.convert_to_tensor(value) for name, value in dict(extra_inputs).items()}
+
+
+_CONCRETE: "weakref.WeakKeyDictionary[Probe, dict]" = weakref.WeakKeyDictionary()
+
+
+def compiled(p: Probe, key: tuple, fn: Callable) -> Callable:
+    """``p.compiled(key, fn)``, called through its concrete function.
+
+    Every argument's shape follows from ``key`` except the last one, the extra inputs of a
+    multi-input model, whose shapes join the cache key. Calling the concrete function skips
+    ``tf.function``'s argument dispatch (about half a millisecond per call), which matters when
+    the model itself runs in a few milliseconds on a GPU.
+    """
+    function = p.compiled(key, fn)
+    cache = _CONCRETE.setdefault(p, {})
+
+    def call(*args):
+        extra = args[-1]
+        sig = (key, None if extra is None else tuple(
+            (name, tuple(v.shape), v.dtype) for name, v in sorted(extra.items())))
+        concrete = cache.get(sig)
+        if concrete is None:
+            concrete = cache[sig] = function.get_concrete_function(*args)
+        return concrete(*args)
+
+    return call
 
 
 def gradient_function(p: Probe, purpose: str, images: tf.Tensor, sel: _targets.Selection,
@@ -117,15 +143,10 @@ def gradient_function(p: Probe, purpose: str, images: tf.Tensor, sel: _targets.S
             tape.watch(images)
             with scope():
                 out = explain(p, images, layer, extra)
-            score = _targets.scores(out, _with_fn(fn), region, channels, top)
+            score = _targets.scores(out, fn, region, channels, top)
         return tape.gradient(score, images)
 
-    return p.compiled(key_of(purpose, images, sel, layer), gradient)
-
-
-class _with_fn:  # the callable part of a Selection, as seen inside a compiled function
-    def __init__(self, fn):
-        self.fn = fn
+    return compiled(p, key_of(purpose, images, sel, layer), gradient)
 
 
 def balanced(count: int, batch_size: int) -> int:
@@ -202,13 +223,13 @@ def smoothgrad(model, image, *, target=None, n=20, noise=0.15, seed=0, preproces
                 channels_n = tf.repeat(resolved, n, axis=0)
             else:
                 channels_n = channels
-            score = _targets.scores(noisy_out, _with_fn(fn), tf.repeat(region, n, axis=0),
+            score = _targets.scores(noisy_out, fn, tf.repeat(region, n, axis=0),
                                     channels_n, tf.zeros(tf.shape(noisy)[:1], tf.bool))
         grads = tape.gradient(score, noisy)
         grads = tf.reshape(grads, tf.concat([[count, n], tf.shape(images)[1:]], 0))
         return tf.reduce_mean(grads, axis=1)
 
-    f = p.compiled(key_of("smoothgrad", images, sel, n), smooth)
+    f = compiled(p, key_of("smoothgrad", images, sel, n), smooth)
     seed_t = tf.constant([int(seed), 0], tf.int64)
     maps = f(images, seed_t, tf.constant(noise, tf.float32), *sel.tensors,
              extra_tensors(p, extra_inputs))
@@ -246,12 +267,12 @@ def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, b
             resolved = channels if fn is not None else _targets.resolve_channels(
                 x_out, region, channels, top)
             score = _targets.scores(
-                path_out, _with_fn(fn), tf.repeat(region, size, axis=0),
+                path_out, fn, tf.repeat(region, size, axis=0),
                 tf.repeat(resolved, size, axis=0), tf.zeros((size,), tf.bool))
             score = score * weights
         return tf.reduce_sum(tape.gradient(score, path), axis=0, keepdims=True)
 
-    f = p.compiled(key_of("integrated_gradients", images[:1], sel, steps, size), chunk)
+    f = compiled(p, key_of("integrated_gradients", images[:1], sel, steps, size), chunk)
     alphas = (np.arange(steps, dtype=np.float32) + 0.5) / steps
     extra = extra_tensors(p, extra_inputs)
     maps = []

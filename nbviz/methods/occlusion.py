@@ -61,12 +61,12 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline=0.0, b
         resolved = channels if fn is not None else _targets.resolve_channels(
             out[size:], region, channels, top)
         rows_all = size + 1
-        score = _targets.scores(out, _g._with_fn(fn), tf.repeat(region, rows_all, axis=0),
+        score = _targets.scores(out, fn, tf.repeat(region, rows_all, axis=0),
                                 tf.repeat(resolved, rows_all, axis=0),
                                 tf.zeros((rows_all,), tf.bool))
         return score[size] - score[:size]
 
-    f = p.compiled(_g.key_of("occlusion", images[:1], sel, (wh, ww), size), drops)
+    f = _g.compiled(p, _g.key_of("occlusion", images[:1], sel, (wh, ww), size), drops)
     extra = _g.extra_tensors(p, extra_inputs)
     row_masks = _cover(grid_t, wh, height)  # (P, H)
     col_masks = _cover(grid_l, ww, width)  # (P, W)

@@ -87,7 +87,7 @@ def _channel(channel):
 class Selection:
     """A resolved target for a batch of ``n`` images.
 
-    ``region`` (n, *spatial) float32 weights over the output map (n,) of ones for class vectors;
+    ``region`` (n, *spatial) float32 weights over the output map ((n,) ones for class vectors);
     ``channels`` (n, K) float32 weights over classes/channels; ``top`` (n,) bool: replace
     ``channels`` by the one-hot top channel computed from the outputs; ``fn``: a callable target.
     """
@@ -102,22 +102,10 @@ class Selection:
     def tensors(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         return (self.region, self.channels, self.top)
 
-    def fixed(self, channels) -> "Selection":
-        """The same selection with the channels resolved (no top-class lookup any more)."""
-        channels = tf.convert_to_tensor(channels, tf.float32)
-        top = tf.zeros_like(self.top)
-        return dataclasses.replace(self, channels=channels, top=top)
-
     def row(self, i: int) -> "Selection":
         """The selection of the i-th image alone."""
         return dataclasses.replace(self, region=self.region[i:i + 1],
                                    channels=self.channels[i:i + 1], top=self.top[i:i + 1])
-
-    def repeat(self, times: int) -> "Selection":
-        """Each image's selection repeated ``times`` times in a row (n*times rows)."""
-        rep = lambda t: tf.repeat(t, times, axis=0)  # noqa: E731
-        return dataclasses.replace(self, region=rep(self.region), channels=rep(self.channels),
-                                   top=rep(self.top))
 
 
 _RESOLVED: dict[tuple, Selection] = {}  # None and int targets: the same tensors every call
@@ -248,15 +236,14 @@ def resolve_channels(outputs: tf.Tensor, region, channels, top) -> tf.Tensor:
     return tf.where(top[:, None], best, channels)
 
 
-def scores(outputs: tf.Tensor, selection: Selection, region=None, channels=None, top=None
-           ) -> tf.Tensor:
+def scores(outputs: tf.Tensor, fn: Callable | None, region, channels, top) -> tf.Tensor:
     """The explained score per image, (N,) float32 (in-graph).
 
-    ``region``, ``channels`` and ``top`` are the selection's tensors as seen inside a compiled
-    function (its arguments); ``selection`` gives the callable, if any.
+    ``fn`` is the callable target (or None); ``region``, ``channels`` and ``top`` are a
+    selection's tensors as seen inside a compiled function (its arguments).
     """
-    if selection.fn is not None:
-        values = tf.cast(selection.fn(outputs), tf.float32)
+    if fn is not None:
+        values = tf.cast(fn(outputs), tf.float32)
         if values.shape.rank != 1:
             raise ValueError(f"a callable target must return one score per image, shape (N,); "
                              f"it returned shape {values.shape}")

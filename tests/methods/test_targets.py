@@ -109,13 +109,13 @@ def test_resolve_errors():
 
 def test_in_graph_scores_match_numpy():
     outputs = tf.constant(np.random.default_rng(5).normal(0, 1, (3, 7)).astype(np.float32))
-    sel = targets.resolve([4, None, 2][0], (1, 7), 3)
-    np.testing.assert_allclose(targets.scores(outputs, sel, *sel.tensors), outputs.numpy()[:, 4])
+    sel = targets.resolve(4, (1, 7), 3)
+    np.testing.assert_allclose(targets.scores(outputs, None, *sel.tensors), outputs.numpy()[:, 4])
     top = targets.resolve(None, (1, 7), 3)
-    np.testing.assert_allclose(targets.scores(outputs, top, *top.tensors),
+    np.testing.assert_allclose(targets.scores(outputs, None, *top.tensors),
                                outputs.numpy().max(axis=1))
     per_image = targets.resolve(np.array([0, 6, 3]), (1, 7), 3)
-    np.testing.assert_allclose(targets.scores(outputs, per_image, *per_image.tensors),
+    np.testing.assert_allclose(targets.scores(outputs, None, *per_image.tensors),
                                outputs.numpy()[[0, 1, 2], [0, 6, 3]])
 
 
