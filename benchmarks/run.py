@@ -53,10 +53,12 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch-repeats", type=int, default=None,
                     help="warm calls of batched rows (5)")
     ap.add_argument("--featvis-steps", type=int, default=None, help="(100)")
-    ap.add_argument("--featvis-repeats", type=int, default=None, help="warm renders (5)")
+    ap.add_argument("--featvis-repeats", type=int, default=None, help="warm renders (2)")
+    ap.add_argument("--peer-featvis-repeats", type=int, default=None,
+                    help="warm renders of the peers' feature visualisation (1)")
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds of warm calls per row: once spent, a row stops after 2 warm "
-                         "calls at least (20; --quick 8)")
+                         "calls at least (10; --quick 8)")
     ap.add_argument("--no-peers", action="store_true", help="skip tf-keras-vis, tf-explain, xplique")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for the results")
     ap.add_argument("--publish", choices=("auto", "yes", "no"), default="auto",
@@ -65,8 +67,9 @@ def parse(argv=None) -> argparse.Namespace:
     quick = args.quick
     if quick and args.models == ",".join(DEFAULT_MODELS):
         args.models = "mobilenetv2"
-    defaults = dict(budget=8.0 if quick else 20.0, repeats=3 if quick else 5, batch_repeats=2 if quick else 5,
-                    featvis_steps=20 if quick else 100, featvis_repeats=2 if quick else 5)
+    defaults = dict(budget=8.0 if quick else 10.0, repeats=3 if quick else 5,
+                    batch_repeats=2 if quick else 5, featvis_steps=20 if quick else 100,
+                    featvis_repeats=2, peer_featvis_repeats=1)
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -139,7 +142,7 @@ def run_peers(args, specs: list[dict], out: Path, log) -> dict:
     if python is None:
         return {"error": "the peers' virtualenv could not be created"}
     spec = {"budget_s": args.budget, "repeats": args.repeats, "batch_repeats": args.batch_repeats,
-            "featvis_steps": args.featvis_steps, "featvis_repeats": args.featvis_repeats,
+            "featvis_steps": args.featvis_steps, "featvis_repeats": args.peer_featvis_repeats,
             "models": specs}
     spec_path, out_path = out / "peers-spec.json", out / "peers-result.json"
     spec_path.write_text(json.dumps(spec, indent=1))
@@ -192,6 +195,29 @@ def main(argv=None) -> dict:
         f"{args.featvis_repeats + 1}, warm-call budget {args.budget:g} s per row; load {loads[0]}")
     results = {"models": {}}
     peer_specs = []
+    meta_peers: dict = {}
+    stem = out / f"bench-{started.strftime('%Y%m%d-%H%M%S')}"
+
+    def checkpoint() -> dict:
+        """Write what is measured so far (after each model, after the peers, at the end)."""
+        import report
+        loads.append(load_average())
+        finished = datetime.datetime.now(datetime.timezone.utc)
+        results["meta"] = {
+            "started": started.strftime("%Y-%m-%d %H:%M"),
+            "finished": finished.strftime("%H:%M"),
+            "duration_s": time.perf_counter() - t0,
+            "command": "benchmarks/run.py " + " ".join(
+                shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+            "args": dict(vars(args)),
+            "machine": machine(),
+            "versions": versions(),
+            "peers_versions": meta_peers,
+            "load": {"start": loads[0], "end": loads[-1], "min": min(loads), "max": max(loads),
+                     "samples": loads},
+        }
+        return report.write(results, stem)
+
     for name in args.models:
         wanted = [m for m in METHODS if selected(args, f"{name}/nbviz/{m}")]
         if name not in FEATVIS_MODELS and "featvis" in wanted:
@@ -241,12 +267,12 @@ def main(argv=None) -> dict:
         from nbviz.probe import clear_cache
         clear_cache()
         del model
+        checkpoint()
 
-    meta_peers = {}
     if peer_specs:
         log("peers (separate virtualenv)")
         peers = run_peers(args, peer_specs, out, log)
-        meta_peers = peers.get("versions", {})
+        meta_peers.update(peers.get("versions", {}))
         for spec in peer_specs:
             entry = results["models"][spec["name"]]
             got = peers.get("models", {}).get(spec["name"])
@@ -260,23 +286,7 @@ def main(argv=None) -> dict:
         if peers.get("error"):
             results["peers_error"] = peers["error"]
 
-    loads.append(load_average())
-    finished = datetime.datetime.now(datetime.timezone.utc)
-    results["meta"] = {
-        "started": started.strftime("%Y-%m-%d %H:%M"),
-        "finished": finished.strftime("%H:%M"),
-        "duration_s": time.perf_counter() - t0,
-        "command": "benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-        "args": {k: v for k, v in vars(args).items()},
-        "machine": machine(),
-        "versions": versions(),
-        "peers_versions": meta_peers,
-        "load": {"start": loads[0], "end": loads[-1], "min": min(loads), "max": max(loads),
-                 "samples": loads},
-    }
-    import report
-    stem = out / f"bench-{started.strftime('%Y%m%d-%H%M%S')}"
-    paths = report.write(results, stem)
+    paths = checkpoint()
     log(f"wrote {paths['md']} (+ .json, .png)")
     if args.publish == "yes":
         latest = report.write(results, HERE / "latest")

@@ -5,11 +5,11 @@
   the main thread, painted, and the composed frame read back. Each warm call clicks a new cell.
   The Explorer is built and idle before the first (cold) click; its own ``timings`` (queue, method,
   paint, total ms; medians of the warm clicks) are recorded too.
-* ``frame_512``: the widget's frame builders (``nbviz.widget.frames``) turn a 512×512 heat map,
-  a box and a crosshair into overlay and top RGBA layers, and both are sent to an ipycanvas
-  ``Canvas`` with ``put_image_data`` inside ``hold_canvas`` (no browser attached: "send" is the
-  serialisation, which in ipycanvas is a PNG encoding by Pillow, and the comm message). The heat
-  maps are smooth (a moving Gaussian blob), as attribution overlays are.
+* ``frame_512``: an Explorer showing a 512×512 image (a small model with a 512×512 input) with
+  its Grad-CAM overlay; each call changes the overlay opacity, ``explorer.set(alpha=a)``, which
+  rebuilds the 512×512 RGBA overlay layer and sends it to its canvas layer, synchronously (no
+  browser attached: "send" is the PNG encoding and the comm message). The Explorer's public
+  ``paints`` counter checks that every call repainted the overlay once.
 
 Only public API is used; where it does not exist in this checkout the rows are reported as not
 available.
@@ -79,32 +79,25 @@ def explorer_plans(model, model_name: str, images: np.ndarray, *, repeats: int
             explorer.close()
 
     def frame_row() -> dict:
-        from ipycanvas import Canvas, hold_canvas
-        from nbviz.widget import frames
-
-        geometry = frames.display_geometry(512, 512)
-        if (geometry.H, geometry.W) != (512, 512):
-            raise RuntimeError(f"frames.display_geometry(512, 512) gave {geometry}")
-        canvas = Canvas(width=512, height=512)
-        # smooth heat maps (a Gaussian blob moving over the image), like an attribution overlay:
-        # PNG encoding in the send costs more for noise than for smooth pictures
-        yy, xx = np.mgrid[0:512, 0:512]
-        heats = [np.exp(-((yy - 100 - 40 * i) ** 2 + (xx - 400 + 50 * i) ** 2) / (2 * 80.0 ** 2))
-                 .astype(np.float32) for i in range(repeats + 1)]
-
-        def build_and_send(heat):
-            overlay = frames.overlay_layer("heat", heat, geometry, cmap="jet", alpha=0.5)
-            top = frames.top_layer(geometry, point=(200, 300), box=(100, 150, 300, 400))
-            with hold_canvas():
-                canvas.clear()
-                canvas.put_image_data(overlay, 0, 0)
-                canvas.put_image_data(top, 0, 0)
-            return overlay
-
-        record = measure(build_and_send, heats)
-        record["what"] = ("frames.overlay_layer (512² heat map) + frames.top_layer, "
-                          "2 × Canvas.put_image_data in hold_canvas")
-        canvas.close()
-        return record
+        import models
+        small = models.build("tiny", 512)
+        picture = models.images(1, 512, seed=7)[0]
+        explorer = Explorer(small, picture)
+        try:
+            if (explorer.geometry.H, explorer.geometry.W) != (512, 512):
+                raise RuntimeError(f"a 512×512 image is shown at {explorer.geometry}, not 512×512")
+            explorer.set(method="gradcam").wait()
+            before = explorer.paints["overlay"]
+            alphas = [0.30 + 0.05 * i for i in range(repeats + 1)]
+            record = measure(lambda a: explorer.set(alpha=a), alphas)
+            record["overlay_repaints"] = explorer.paints["overlay"] - before
+            if record["overlay_repaints"] != 1 + record["warm_calls"]:
+                raise RuntimeError(f"expected one overlay repaint per call, got "
+                                   f"{record['overlay_repaints']}")
+            record["what"] = ("Explorer.set(alpha=...) on a 512×512 Grad-CAM view: overlay RGBA "
+                              "built and sent to its canvas layer")
+            return record
+        finally:
+            explorer.close()
 
     return {"explorer_click": click_row, "frame_512": frame_row}
