@@ -8,12 +8,14 @@ node (nested models are walked inline, as if their layers sat in the outer graph
   TensorFlow's ``"same"`` padding depends on the input size, so sizes are carried along and the
   padding of every layer is computed from its actual input size:
   ``pad_total = max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)``, ``pad_before = pad_total // 2``.
-* :func:`rf_mode_copy` rebuilds the graph as a new model for gradient receptive fields: one channel
-  per convolution, constant positive kernels, no biases, identity in place of activations and
-  normalisation, average in place of max pooling, sums in place of products and maxima, float64.
-  Its input gradients are positive exactly on the receptive field: no NaN, no zero from a dead
-  ReLU or a max pooling switch, no cancellation. The user's layers are never called: the copy is
-  made of new layers.
+* :func:`rf_mode_copy` returns a function that runs the graph in RF mode, for gradient receptive
+  fields: one channel per convolution, constant positive kernels, no biases, identity in place of
+  activations and normalisation, average in place of max pooling, sums in place of products and
+  maxima, float64. Its input gradients are positive exactly on the receptive field: no NaN, no
+  zero from a dead ReLU or a max pooling switch, no cancellation. It is made of tensor
+  operations: no Keras layer is built and the user's layers are never called.
+* :class:`SharedGraph` runs a Functional model's own layers on inputs of any size (used by
+  ``fully_convolutional``).
 
 Values are exact rationals (:class:`fractions.Fraction`), so strides below one (upsampling) and
 half-pixel centres compose without rounding.
