@@ -68,10 +68,10 @@ def rows(results: dict) -> list[dict]:
     """One row per (model, method) with every number the table shows."""
     out = []
     for name, model in results["models"].items():
-        if "nbviz" not in model:
+        if "nbviz" not in model and "peers" not in model:
             continue
         for method, spec in METHODS.items():
-            record = model["nbviz"].get(method)
+            record = model.get("nbviz", {}).get(method)
             peers = model.get("peers", {})
             if record is None and not any(method in p for p in peers.values()):
                 continue
