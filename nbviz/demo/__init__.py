@@ -80,10 +80,11 @@ def load_images() -> Samples:
 
 
 def image(i: int = 0) -> np.ndarray:
-    """Shipped scene ``i`` as a writable uint8 ``(64, 64, 3)`` array (``i`` in ``0..31``)."""
+    """Shipped scene ``i`` as a writable uint8 ``(64, 64, 3)`` array (``i`` in ``0..31``; negative
+    ``i`` counts from the end, as in indexing)."""
     images = _samples().images
     if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
         raise TypeError(f"i must be an int, got {type(i).__name__}")
     if not -len(images) <= i < len(images):
-        raise ValueError(f"i must be in 0..{len(images) - 1}, got {i}")
+        raise ValueError(f"i must be in 0..{len(images) - 1} (or -{len(images)}..-1), got {i}")
     return images[i].copy()

@@ -10,7 +10,9 @@ replaces the shipped files):
 * ``images.npz``        the shipped held-out scenes: images, labels, boxes, masks.
 
 Seeds: training scenes come from ``seed``, held-out scenes from ``seed + 1000``, the shipped
-scenes from ``seed + 2000``; weights and shuffling from ``keras.utils.set_random_seed(seed)``.
+scenes from ``seed + 2000``, the per-epoch augmentation (:func:`augment`) from ``seed + 3000``;
+weights and shuffling from ``keras.utils.set_random_seed(seed)``. The times in the card are wall
+and CPU seconds of the whole run, scene drawing included.
 """
 
 from __future__ import annotations
