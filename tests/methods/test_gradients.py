@@ -175,3 +175,37 @@ def test_bad_input(linear, small):
     with unchanged(small), pytest.raises(ValueError, match="boom"):
         saliency(small, np.zeros((32, 32, 3)), target=lambda out: (_ for _ in ()).throw(
             ValueError("boom")))
+
+
+def test_saved_and_reloaded_model(linear, tmp_path):
+    import keras
+
+    model, w, _ = linear
+    path = tmp_path / "linear.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(saliency(loaded, np.ones((10, 12, 2)), target=1), w[..., 1],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_precision_matches_float32():
+    import keras
+    from nbviz import gradcam, guided_backprop
+    from tests.models import mixed_precision_cnn
+
+    mixed = mixed_precision_cnn()
+    plain = keras.models.clone_model(mixed, clone_function=_float32_layer)
+    plain.set_weights(mixed.get_weights())
+    image = np.random.default_rng(12).uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    for method in (saliency, guided_backprop, gradcam):
+        with unchanged(mixed):
+            a = method(mixed, image, target=1)
+        b = method(plain, image, target=1)
+        assert a.dtype == np.float32 and np.isfinite(a).all()
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+
+
+def _float32_layer(layer):
+    config = layer.get_config()
+    config["dtype"] = "float32"
+    return layer.__class__.from_config(config)
