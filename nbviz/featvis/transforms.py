@@ -11,7 +11,9 @@ octave done) drives schedules such as :class:`Blur`'s sigma.
 ``tf.raw_ops.ImageProjectiveTransformV3`` (bilinear, reflected borders; :class:`Fit`, the
 resampling to the model's input size, joins the fused map), which TensorFlow can
 differentiate. Coordinates: pixel ``k``'s centre is at ``k``; rotations and scalings are about
-the image centre ``((H - 1) / 2, (W - 1) / 2)``.
+the image centre ``((H - 1) / 2, (W - 1) / 2)``. TensorFlow's gradient of that op is the inverse
+warp (not the exact adjoint of bilinear sampling): close for the near-rigid maps used here, and
+an ascent direction all the same.
 """
 
 from __future__ import annotations

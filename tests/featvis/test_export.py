@@ -54,6 +54,7 @@ def test_save_gif_writes_every_frame(tmp_path):
 def test_frames_recorded_from_a_render_callback(small, tmp_path):
     frames = []
     images = fv.render(small, fv.channel("conv3", [0, 1]), steps=6, size=16, every=2,
+                       param="pixel", jitter=0, scale=None, rotate=0, pad=0,
                        callback=lambda step, im, value: frames.append(im))
     assert len(frames) == 3
     path = fv.save_gif(frames, tmp_path / "live.gif")

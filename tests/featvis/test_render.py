@@ -66,7 +66,8 @@ def test_octave_sizes_grow_by_the_scale_to_the_final_size():
 def test_octaves_stream_each_size_and_end_at_the_final_size(small):
     shapes, steps = [], []
     img = fv.render(small, fv.channel("conv3", 1), steps=4, size=32, octaves=3, octave_scale=1.5,
-                    every=2, callback=lambda s, im, v: (steps.append(s), shapes.append(im.shape)))
+                    every=2, callback=lambda s, im, v: (steps.append(s), shapes.append(im.shape)),
+                    param="pixel", **QUIET)
     assert img.shape == (1, 32, 32, 3)
     assert steps == [2, 4, 6, 8, 10, 12]
     assert [s[1] for s in shapes] == [14, 14, 21, 21, 32, 32]
@@ -171,7 +172,7 @@ def test_models_of_every_kind_are_unchanged(small, subclassed, assert_unchanged)
                        (subclassed, fv.channel("block/act", 2) + fv.logit(1)),
                        (multi, fv.channel("conv", 3) - fv.l2())):
         with assert_unchanged(model):
-            img = fv.render(model, obj, steps=3, size=32)
+            img = fv.render(model, obj, steps=3, size=32, param="pixel", **QUIET)
         assert img.shape == (1, 32, 32, 3)
     with assert_unchanged(small):
         with pytest.raises(ValueError, match="no layer 'conv9'"):
@@ -224,7 +225,7 @@ def _stripe_detector(size=32, period=4, k=7):
     gabors = np.stack([envelope * np.cos(2 * np.pi * xx / period),
                        envelope * np.cos(2 * np.pi * yy / period)], -1)
     kernel = np.repeat(gabors[:, :, None, :], 3, axis=2).astype(np.float32) / 3
-    x = rng.uniform(0, 1, (256, size, size, 3)).astype(np.float32)
+    x = rng.uniform(0, 1, (128, size, size, 3)).astype(np.float32)
     y = tf.nn.conv2d(x - 0.5, kernel, 1, "SAME").numpy()
     keras.utils.set_random_seed(0)
     inp = keras.Input((size, size, 3))
@@ -233,7 +234,7 @@ def _stripe_detector(size=32, period=4, k=7):
     out = layers.Dense(2, name="out")(layers.GlobalAveragePooling2D()(layers.ReLU(name="relu")(pre)))
     trainer = keras.Model(inp, pre)
     trainer.compile(keras.optimizers.Adam(0.02), "mse")
-    trainer.fit(x, y, epochs=25, batch_size=64, verbose=0)
+    trainer.fit(x, y, epochs=25, batch_size=32, verbose=0)
     learned = trainer.get_layer("detect").get_weights()[0]
     assert np.corrcoef(learned.ravel(), kernel.ravel())[0, 1] > 0.99
     return keras.Model(inp, out)
