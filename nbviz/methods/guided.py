@@ -26,6 +26,9 @@ __all__ = ["guided_relu", "guided_backprop", "guided_swap"]
 
 @functools.lru_cache(maxsize=None)
 def _guided(max_value: float | None, threshold: float):
+    if threshold == 0.0 and max_value in (None, 6.0):
+        return _fused(max_value)
+
     @tf.custom_gradient
     def relu(x):
         y = keras.activations.relu(x, max_value=max_value, threshold=threshold)
@@ -37,6 +40,22 @@ def _guided(max_value: float | None, threshold: float):
             return tf.where(gate, dy, tf.zeros_like(dy))
 
         return y, grad
+
+    return relu
+
+
+def _fused(max_value):
+    """ReLU and ReLU6 with TensorFlow's own fused gradient kernels applied to ``relu(dy)``:
+    ``ReluGrad(relu(dy), x) = dy [x > 0] [dy > 0]``, and ReLU6Grad adds ``[x < 6]``."""
+    forward, backward = ((tf.nn.relu, tf.raw_ops.ReluGrad) if max_value is None
+                         else (tf.nn.relu6, tf.raw_ops.Relu6Grad))
+
+    @tf.custom_gradient
+    def relu(x):
+        def grad(dy):
+            return backward(gradients=tf.nn.relu(dy), features=x)
+
+        return forward(x), grad
 
     return relu
 

@@ -55,8 +55,8 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline=0.0, b
         cols = tf.range(width)[None, :]
         in_rows = (rows >= top_rows[:, None]) & (rows < top_rows[:, None] + wh)
         in_cols = (cols >= left_cols[:, None]) & (cols < left_cols[:, None] + ww)
-        hidden = tf.cast(in_rows[:, :, None, None] & in_cols[:, None, :, None], tf.float32)
-        occluded = x * (1.0 - hidden) + base * hidden
+        hidden = in_rows[:, :, None, None] & in_cols[:, None, :, None]  # (B, H, W, 1)
+        occluded = tf.where(hidden, base, x)  # one pass over the copies
         out = _g.explain(p, tf.concat([occluded, x], 0), None, extra)
         resolved = channels if fn is not None else _targets.resolve_channels(
             out[size:], region, channels, top)
