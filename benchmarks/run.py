@@ -289,6 +289,7 @@ def main(argv=None) -> dict:
     paths = checkpoint()
     log(f"wrote {paths['md']} (+ .json, .png)")
     if args.publish == "yes":
+        import report
         latest = report.write(results, HERE / "latest")
         report.update_readme(HERE / "README.md", latest["md"].read_text())
         log(f"wrote {latest['md']} (+ .json, .png) and the table in benchmarks/README.md")
