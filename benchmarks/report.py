@@ -136,7 +136,7 @@ def _peer_cell(cell) -> str:
         return f"({_ms(cell['warm_s'])})"
     calls = cell.get("warm_calls")
     few = "*" if calls is not None and calls < 5 else ""
-    return f"{_ratio(cell['ratio'])} ({_ms(cell['warm_s'])}{few})"
+    return f"{_ratio(cell['ratio'])} / {_ratio(cell['ratio_cpu'])} ({_ms(cell['warm_s'])}{few})"
 
 
 def markdown(results: dict) -> str:
@@ -166,7 +166,9 @@ def markdown(results: dict) -> str:
         "call, tracing included. ×floor = nbviz warm / floor warm (wall; CPU in brackets); † = the "
         "floor was run right before each warm call of that row (same load), else the floor table's. "
         "Peer columns: "
-        "nbviz warm / peer warm (below 1: nbviz is faster), with the peer's warm time (* = median of "
+        "nbviz warm / peer warm on wall time / on CPU time (below 1: nbviz is faster), with the "
+        "peer's warm wall time (the peers run after nbviz, so when the load changed during the run "
+        "the CPU ratio is the fairer one; * = median of "
         "fewer than 5 warm calls: slow rows stop once their warm calls took "
         f"{meta['args'].get('budget', 20):g} s, after 2 calls at least).",
     ]
