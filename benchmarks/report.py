@@ -8,6 +8,7 @@ moves less than wall time on a shared machine.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 from catalog import METHODS, PEERS
@@ -259,7 +260,7 @@ def chart(results: dict, path: Path) -> None:
             ax.bar(xs, ys, width, label=s, color=colours[s])
         ax.set_yscale("log")
         ax.set_xticks(range(len(mine)))
-        ax.set_xticklabels([r["label"].replace(" (", "\n(") for r in mine], fontsize=7.5, rotation=0)
+        ax.set_xticklabels([textwrap.fill(r["label"], 16) for r in mine], fontsize=7, rotation=0)
         ax.set_ylabel("warm time (ms, log)")
         ax.set_title(f"{name} {results['models'][name]['size']}², median warm wall time; "
                      f"load {results['meta']['load']['min']:.1f}–{results['meta']['load']['max']:.1f} "
