@@ -262,8 +262,8 @@ class Probe:
         Accepts H×W×C or N×H×W×C of any real numeric dtype (a ``tf.Tensor`` too), already in the
         model's input space; ``preprocess`` is applied first to map raw images into it.
         """
-        if preprocess is not None:
-            image = preprocess(image)
+        if preprocess is not None:  # on a copy: keras' preprocess_input works in place
+            image = preprocess(image.numpy() if isinstance(image, tf.Tensor) else np.array(image))
         array = image.numpy() if isinstance(image, tf.Tensor) else np.asarray(image)
         if array.dtype == object or not (
             np.issubdtype(array.dtype, np.number) or array.dtype == bool
