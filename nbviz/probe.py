@@ -196,6 +196,7 @@ class Probe:
         self._functions: dict[tuple, Callable] = {}
         self.traces: collections.Counter = collections.Counter()
         self._output_layer = _MISSING
+        self._caches: dict[str, dict] = {}
 
     # ---------------------------------------------------------------- the image input
 
@@ -574,6 +575,14 @@ class Probe:
             # code object for every key would make it warn about retracing that never happens
             self._functions[key] = tf.function(functools.partial(_traced, self.traces, key, fn))
         return self._functions[key]
+
+    def cache(self, name: str) -> dict:
+        """A dict of per-model values kept on this probe (cleared with it by :func:`clear_cache`).
+
+        Every module that keeps per-model state keeps it here, under its own ``name``, rather than
+        in a module-level dict that would outlive the probe.
+        """
+        return self._caches.setdefault(name, {})
 
     def trace_count(self, purpose: str | None = None) -> int:
         """Traces so far, of every compiled function or of those whose key starts with purpose."""

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from nbviz.methods import gradients as _g
+from nbviz.methods import core
 
 __all__ = ["activations", "tile_channels"]
 
@@ -18,7 +18,7 @@ def activations(model, image, layers, *, preprocess=None, extra_inputs=None):
     ``path -> array`` in the order given. One compiled forward pass per (layers, input shape);
     the part of the model after the last requested layer is pruned from it.
     """
-    p, images, single = _g.prepare(model, image, preprocess)
+    p, images, single = core.prepare(model, image, preprocess)
     one = not isinstance(layers, (list, tuple))
     specs = [layers] if one else list(layers)
     if not specs:
@@ -30,8 +30,8 @@ def activations(model, image, layers, *, preprocess=None, extra_inputs=None):
             p.forward(images, extra_inputs=extra)
         return {path: _first(captured[path]) for path in paths}
 
-    f = _g.compiled(p, ("activations", tuple(images.shape), paths), forward)
-    found = f(images, _g.extra_tensors(p, extra_inputs))
+    f = core.compiled(p, ("activations", tuple(images.shape), paths), forward)
+    found = f(images, core.extra_tensors(p, extra_inputs))
     result = {}
     for path in paths:
         array = found[path].numpy().astype(np.float32, copy=False)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from nbviz.methods import gradients as _g
+from nbviz.methods import core
 from nbviz.methods import targets as _targets
 from nbviz.methods.guided import guided_backprop
 
@@ -75,15 +75,15 @@ def cam_function(p, images, sel, layer: str, plus_plus: bool):
         peak = tf.reduce_max(high, axis=(1, 2), keepdims=True)
         return tf.math.divide_no_nan(high, peak), acts, grads
 
-    key = _g.key_of("gradcam_plus_plus" if plus_plus else "gradcam", images, sel, layer)
-    return _g.compiled(p, key, cam)
+    key = core.key_of("gradcam_plus_plus" if plus_plus else "gradcam", images, sel, layer)
+    return core.compiled(p, key, cam)
 
 
 def _cam(model, image, target, layer, preprocess, extra_inputs, *, plus_plus):
-    p, images, single = _g.prepare(model, image, preprocess)
+    p, images, single = core.prepare(model, image, preprocess)
     info = p.spatial_layer(layer)
-    sel = _g.selection(p, target, images, None)
+    sel = core.selection(p, target, images, None)
     f = cam_function(p, images, sel, info.path, plus_plus)
-    maps, _, _ = f(images, *sel.tensors, _g.extra_tensors(p, extra_inputs))
+    maps, _, _ = f(images, *sel.tensors, core.extra_tensors(p, extra_inputs))
     name = "gradcam_plus_plus" if plus_plus else "gradcam"
-    return _g.numpy_maps(maps, single, name)
+    return core.numpy_maps(maps, single, name)

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nbviz.methods import gradients as _g
+from nbviz.methods import core
 
 __all__ = ["guided_relu", "guided_backprop", "guided_swap"]
 
@@ -96,10 +96,10 @@ def guided_backprop(model, image, *, target=None, layer=None, preprocess=None,
     or object) explains that layer's output, ``target`` then selecting a channel (None: the most
     active one), a box/mask on its map, or a callable on it.
     """
-    p, images, single = _g.prepare(model, image, preprocess)
-    path = _g.layer_path(p, layer)
-    sel = _g.selection(p, target, images, path)
-    f = _g.gradient_function(p, "guided_backprop", images, sel, path,
+    p, images, single = core.prepare(model, image, preprocess)
+    path = core.layer_path(p, layer)
+    sel = core.selection(p, target, images, path)
+    f = core.gradient_function(p, "guided_backprop", images, sel, path,
                              lambda: p.replace_activations(guided_swap))
-    maps = f(images, *sel.tensors, _g.extra_tensors(p, extra_inputs))
-    return _g.numpy_maps(maps, single, "guided_backprop")
+    maps = f(images, *sel.tensors, core.extra_tensors(p, extra_inputs))
+    return core.numpy_maps(maps, single, "guided_backprop")

@@ -15,7 +15,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from nbviz.methods import gradients as _g
+from nbviz.methods import core
 from nbviz.methods import targets as _targets
 
 __all__ = ["occlusion", "window_positions"]
@@ -34,7 +34,7 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline=0.0, b
     """Occlusion sensitivity map, H×W float32 (N×H×W for a batch): the mean drop of the
     explained score when the pixel is hidden. ``window``/``stride``: int or (height, width);
     ``baseline``: the fill value, a number or an array broadcastable to the image."""
-    p, images, single = _g.prepare(model, image, preprocess)
+    p, images, single = core.prepare(model, image, preprocess)
     n, height, width = (int(d) for d in images.shape[:3])
     wh, ww = _pair(window, "window")
     sh, sw = _pair(stride, "stride")
@@ -42,12 +42,12 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline=0.0, b
         raise ValueError(f"window {wh}×{ww} is larger than the image ({height}×{width})")
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    base = _g._baseline(baseline, images)
-    sel = _g.selection(p, target, images, None)
+    base = core.as_baseline(baseline, images)
+    sel = core.selection(p, target, images, None)
     tops, lefts = window_positions(height, wh, sh), window_positions(width, ww, sw)
     grid_t, grid_l = (a.ravel() for a in np.meshgrid(tops, lefts, indexing="ij"))
     count = len(grid_t)
-    size = _g.balanced(count, batch_size)
+    size = core.balanced(count, batch_size)
     fn = sel.fn
 
     def drops(x, base, top_rows, left_cols, region, channels, top, extra):
@@ -57,7 +57,7 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline=0.0, b
         in_cols = (cols >= left_cols[:, None]) & (cols < left_cols[:, None] + ww)
         hidden = in_rows[:, :, None, None] & in_cols[:, None, :, None]  # (B, H, W, 1)
         occluded = tf.where(hidden, base, x)  # one pass over the copies
-        out = _g.explain(p, tf.concat([occluded, x], 0), None, extra)
+        out = core.explain(p, tf.concat([occluded, x], 0), None, extra)
         resolved = channels if fn is not None else _targets.resolve_channels(
             out[size:], region, channels, top)
         rows_all = size + 1
@@ -66,8 +66,8 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline=0.0, b
                                 tf.zeros((rows_all,), tf.bool))
         return score[size] - score[:size]
 
-    f = _g.compiled(p, _g.key_of("occlusion", images[:1], sel, (wh, ww), size), drops)
-    extra = _g.extra_tensors(p, extra_inputs)
+    f = core.compiled(p, core.key_of("occlusion", images[:1], sel, (wh, ww), size), drops)
+    extra = core.extra_tensors(p, extra_inputs)
     row_masks = _cover(grid_t, wh, height)  # (P, H)
     col_masks = _cover(grid_l, ww, width)  # (P, W)
     coverage = row_masks.T @ col_masks
@@ -84,7 +84,7 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline=0.0, b
             d = f(x, b, tf.constant(t), tf.constant(l), *sel_i.tensors, extra)
             found[start:start + m] = d.numpy()[:m]
         maps[i] = (row_masks.T * found) @ col_masks / coverage
-    return _g.numpy_maps(maps, single, "occlusion")
+    return core.numpy_maps(maps, single, "occlusion")
 
 
 def _cover(starts: np.ndarray, window: int, length: int) -> np.ndarray:
