@@ -35,10 +35,14 @@ _EXPORTS = {
     "fully_convolutional": "nbviz.methods.receptive_field",
     "plot_rf_grid": "nbviz.methods.rf_plot",
     "plot_gradient_at": "nbviz.methods.rf_plot",
+    "effective_rf": "nbviz.methods.erf",
+    # training
+    "Recorder": "nbviz.callbacks",
+    "open_run": "nbviz.runstore",
     # the widget
     "Explorer": "nbviz.widget",
 }
-_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget")
+_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget", "callbacks")
 
 __all__ = ["ImageInput", "LayerInfo", "Probe", "__version__", *_EXPORTS, *_SUBMODULES]
 
