@@ -136,7 +136,7 @@ class Recorder(keras.callbacks.Callback):
         self._probe = p
         batch, _ = p.prepare(self.images, preprocess=self.preprocess)
         self._batch = batch
-        self._paths = erf_module.spatial_paths(p, self.layer_specs) if (self.erf or self.layer_specs) else ()
+        self._paths = erf_module.spatial_paths(p, self.layer_specs) if self.erf else ()
         size = tuple(batch.shape[1:3])
         self._trf = {}
         for path in self._paths:
@@ -251,7 +251,7 @@ class Recorder(keras.callbacks.Callback):
         seconds["total"] = time.perf_counter() - start
         if self._writer is not None:
             t = time.perf_counter()
-            meta["seconds"] = dict(seconds)  # the write's own time is not in the file
+            meta["seconds"] = {k: v for k, v in seconds.items() if k != "write"}
             self._writer.write(meta, maps, erf_maps, pictures)
             seconds["write"] = time.perf_counter() - t
             seconds["total"] = time.perf_counter() - start

@@ -14,8 +14,9 @@ name is complete; a killed run leaves complete records and at most a ``*.tmp`` f
 A record holds (``numpy.savez``, uncompressed, so it reads back bit for bit):
 
 * ``meta``: a JSON string: ``step``, ``epoch`` (epochs done; fractional for a record taken inside
-  an epoch), ``seconds`` (Recorder cost of this record by part: maps, erf, featvis, write,
-  tensorboard, total), ``logs`` (Keras logs at that point), ``erf`` (one
+  an epoch), ``seconds`` (Recorder cost of this record by part: maps, erf, featvis,
+  tensorboard, and their ``total``; the file cannot hold the time of its own write, which
+  ``Recorder.seconds`` adds), ``logs`` (Keras logs at that point), ``erf`` (one
   :class:`~nbviz.methods.erf.ErfSize` dict per layer), ``dead`` (methods whose map was all zero);
 * ``maps/<k>``: method ``k``'s maps of the probe images, float32 N×H×W or N×H×W×C;
 * ``erf/<k>``: layer ``k``'s mean input-gradient magnitude ``G``, float32 H×W;
