@@ -12,7 +12,8 @@ calls). Per record after the first (which traces) it reports
 * ``total_ratio``: its whole cost (maps, ERF, writing the store) / the same denominator;
 
 and the ERF (side of the square holding 95 % of the gradient mass, radius, TRF, ratio) per
-epoch; finally the ERF of the shipped, fully trained model on the same scenes. Timings on a
+epoch, and the side for 50 % of the mass (recomputed from the stored maps); finally the same for
+the shipped, fully trained model on the same scenes. Timings on a
 shared machine are what they are: the spread is reported, nothing is asserted.
 """
 
@@ -86,6 +87,11 @@ def main(argv=None) -> dict:
     erf_rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in zip(table, row)}
                 for row in zip(*table.values())]
     shipped, _ = erf.effective_rf(demo.load_model(), probe_images)
+    half_shipped, _ = erf.effective_rf(demo.load_model(), probe_images, mass=0.5)
+    centres = {layer["path"]: layer["center"] for layer in run.header["layers"]}
+    half = [{"epoch": float(e), "layer": layer,
+             "side": erf.erf_size(run.erf_map(e, layer), centres[layer], mass=0.5)[0]}
+            for e in run.epochs for layer in run.layers]  # from the stored maps
 
     def spread(values):
         return {"median": statistics.median(values), "min": min(values), "max": max(values),
@@ -99,6 +105,8 @@ def main(argv=None) -> dict:
         "record_s": spread([c["total"] for c in later]),
         "loss": run.logs("loss").tolist(), "accuracy": run.logs("accuracy").tolist(),
         "erf": erf_rows, "shipped_erf": [s.as_dict() for s in shipped],
+        "erf_half_mass": half, "shipped_erf_half_mass": [s.as_dict() for s in half_shipped],
+        "store": store,
         "cpu_count": os.cpu_count(), "load": os.getloadavg(),
     }
     text = json.dumps(result, indent=1, default=float)
