@@ -172,6 +172,11 @@ class Recorder(keras.callbacks.Callback):
 
     # ---------------------------------------------------------------- Keras hooks
 
+    def set_model(self, model):
+        if getattr(self, "_model", None) is not model:  # another model: set up again
+            self._ready = False
+        super().set_model(model)
+
     def on_train_begin(self, logs=None):
         self._setup()
 
