@@ -361,3 +361,29 @@ def test_bad_arguments_name_themselves(tmp_path):
         with pytest.raises(ValueError, match=message):
             rec.on_train_begin()
     assert not (tmp_path / "bad").exists()  # nothing written for a bad set-up
+
+
+# --------------------------------------------------------------------------- the demo's --record
+
+
+@pytest.mark.slow
+def test_demo_train_records_without_changing_the_model(tmp_path):
+    from nbviz.demo import train
+
+    sizes = ["--seed", "3", "--train-scenes", "24", "--heldout-scenes", "8", "--shipped-scenes", "4",
+             "--epochs", "2"]
+    assert train.main([*sizes, "--out", str(tmp_path / "a")]) == 0
+    assert train.main([*sizes, "--out", str(tmp_path / "b"), "--record", str(tmp_path / "run"),
+                       "--record-scenes", "2", "--tensorboard", str(tmp_path / "tb")]) == 0
+    a = keras.saving.load_model(tmp_path / "a" / "demo_model.keras", compile=False).get_weights()
+    b = keras.saving.load_model(tmp_path / "b" / "demo_model.keras", compile=False).get_weights()
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    run = callbacks.open_run(tmp_path / "run")
+    np.testing.assert_array_equal(run.epochs, [0, 1, 2])
+    assert run.images.shape == (2, 64, 64, 3) and run.layers[-1] == "block3_conv"
+    assert run.maps(2, "gradcam").shape == (2, 64, 64)
+    assert set(run.featvis(2)) == {("block3_relu", 0), ("block3_relu", 1)}
+    card = json.loads((tmp_path / "b" / "card.json").read_text())
+    assert len(card["recorder_seconds"]) == 3
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
