@@ -135,3 +135,18 @@ def test_similarity_of_identical_and_opposite_maps():
     flipped = sanity.similarity(a, -a)
     assert flipped["spearman"] == pytest.approx(-1) and flipped["spearman_abs"] == pytest.approx(1)
     assert sanity.similarity(a, np.zeros_like(a))["spearman_abs"] == 0.0  # constant: no ranking
+
+
+def test_receptive_field_verifies_on_the_users_model(demo_model):
+    """Not a randomisation test, but the same question (does the tool's claim hold on this
+    model?): the analytic receptive field is checked against the gradient support."""
+    from nbviz.methods.receptive_field import receptive_field
+
+    with unchanged(demo_model):
+        rf = receptive_field(demo_model, verify=True)
+    assert rf.method == "analytic" and rf.size == (39, 39)
+    wrong = type(rf)(**{**rf.__dict__, "size": (37, 37)})
+    from nbviz.methods import receptive_field as module
+
+    with pytest.raises(RuntimeError, match="does not verify"):
+        module._verify(demo_model, wrong, None, (64, 64))
