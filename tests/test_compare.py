@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nbviz import demo, render
-from nbviz.compare import compare, compare_scores
+from nbviz.comparison import compare, compare_scores
 from nbviz.probe import probe
 from tests.conftest import unchanged
 

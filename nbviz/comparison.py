@@ -1,5 +1,8 @@
 """Several attribution methods side by side, each with the numbers that say whether to trust it.
 
+(``nbviz.compare`` is the function :func:`compare`; this module is ``nbviz.comparison`` so that
+importing it never shadows the function.)
+
 :func:`compare_scores` is the widget-free computation (the Explorer's compare view reuses it):
 for every method one *pane*, a dict with its map, its display kind and colour scale, and its
 scores. :func:`compare` draws the panes as a static matplotlib figure.
