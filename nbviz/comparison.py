@@ -90,7 +90,8 @@ def compare_scores(model, image, methods: Sequence, *, target=None, layer=None,
                    sanity: bool = False, box=None, steps: int = 20, baseline="blur",
                    score: str = "probability", seed: int = 0, preprocess=None) -> list[dict]:
     """One dict per method: ``key``, ``label``, ``display`` ("signed" / "unsigned" / "rgb"),
-    ``raw`` (the method's output), ``map`` (H×W, what is coloured), ``scale`` (the colour scale),
+    ``raw`` (the method's output), ``map`` (H×W, what is coloured), ``scale`` (the colour scale;
+    for "rgb" panes, of the channels of ``raw``),
     ``target`` (the class explained), ``scores`` ({"deletion": AUC, "insertion": AUC,
     "mufidelity": r, "pointing_game": bool, "energy_in_box": share}, the ones asked for),
     ``curves`` (the :class:`nbviz.metrics.Curve` objects) and, with ``sanity``, ``sanity``:
@@ -125,21 +126,22 @@ def compare_scores(model, image, methods: Sequence, *, target=None, layer=None,
         pane = {"key": key, "label": label, "display": kind, "raw": raw, "map": plane,
                 "target": target, "scores": {}, "curves": {}}
         common = dict(target=target, preprocess=preprocess)
-        for m in metrics:
-            if m == "mufidelity":
-                pane["scores"][m] = _metrics.mufidelity(model, image, raw, seed=seed,
-                                                        score=score, **common).correlation
-            else:
-                curve = getattr(_metrics, m)(model, image, raw, steps=steps, baseline=baseline,
-                                             score=score, **common)
+        kinds = tuple(m for m in metrics if m != "mufidelity")
+        if kinds:  # deletion and insertion share one batch
+            found = _metrics._curves(kinds, model, image, raw, target, steps, baseline, score,
+                                     64, preprocess, None)
+            for m, curve in found.items():
                 pane["curves"][m] = curve
                 pane["scores"][m] = curve.auc
+        if "mufidelity" in metrics:
+            pane["scores"]["mufidelity"] = _metrics.mufidelity(
+                model, image, raw, seed=seed, score=score, **common).correlation
         if box is not None:
             pane["scores"]["pointing_game"] = _metrics.pointing_game(raw, box)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 pane["scores"]["energy_in_box"] = _metrics.energy_in_box(raw, box)
-        maps = [plane]
+        maps = [raw if kind == "rgb" else plane]  # an rgb picture is scaled on its channels
         if random_copy is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # a zero map is a valid outcome
@@ -147,13 +149,13 @@ def compare_scores(model, image, methods: Sequence, *, target=None, layer=None,
             _, other_plane = _display(other, display, reduce)
             pane["sanity"] = {"layer": top_path, "raw": other, "map": other_plane,
                               "spearman_abs": _sanity.similarity(raw, other)["spearman_abs"]}
-            maps.append(other_plane)
+            maps.append(other if kind == "rgb" else other_plane)
         if one_scale:
             pane["scale"] = render.one_scale(maps, percentile=_PERCENTILE)
         else:
-            pane["scale"] = render.one_scale([plane])
+            pane["scale"] = render.one_scale(maps[:1])
             if "sanity" in pane:
-                pane["sanity"]["scale"] = render.one_scale([pane["sanity"]["map"]])
+                pane["sanity"]["scale"] = render.one_scale(maps[1:])
         if "sanity" in pane:
             pane["sanity"].setdefault("scale", pane["scale"])
         panes.append(pane)
@@ -166,9 +168,8 @@ def _picture(image, pane_raw, kind, plane, scale) -> np.ndarray:
         s = render.one_scale([pane_raw], percentile=_PERCENTILE) if scale is None else scale
         rgb = render.scaled(pane_raw, s, signed=True) * 0.5 + 0.5
         return render.to_rgba(np.clip(rgb, 0, 1))
+    # opacity grows with |value|: zero is transparent, the image shows through
     overlay = render.display_map(plane, kind, scale=scale, alpha=0.75, alpha_by_value=True)
-    if kind == "signed":  # zero transparent, both signs opaque in proportion to |v|
-        return render.composite(base, overlay)
     return render.composite(base, overlay)
 
 

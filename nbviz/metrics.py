@@ -59,7 +59,7 @@ from nbviz.methods import baselines as _baselines
 from nbviz.methods import core
 from nbviz.methods import targets as _targets
 
-__all__ = ["Curve", "MuFidelity", "Completeness", "deletion", "insertion", "mufidelity",
+__all__ = ["Curve", "MuFidelity", "Completeness", "deletion", "insertion", "curves", "mufidelity",
            "pointing_game", "energy_in_box", "completeness", "pixel_order", "SCORES"]
 
 #: the scores a curve can be measured on
@@ -257,8 +257,8 @@ def _run(p, x, keep, fill, hidden: np.ndarray, sel, score, batch_size, extra_inp
     return out, (None if sel.fn is not None else int(channel))
 
 
-def _curve(kind, model, image, attribution, target, steps, baseline, score, batch_size,
-           preprocess, extra_inputs) -> Curve:
+def _curves(kinds, model, image, attribution, target, steps, baseline, score, batch_size,
+            preprocess, extra_inputs) -> dict:
     steps = _steps(steps)
     batch_size = _positive_int(batch_size, "batch_size")
     score = _score_kind(score)
@@ -273,14 +273,26 @@ def _curve(kind, model, image, attribution, target, steps, baseline, score, batc
     rank = rank.reshape(h, w)
     counts = np.rint(np.arange(steps + 1) * (h * w) / steps).astype(np.int64)
     chosen = rank[None] < counts[:, None, None]  # (steps + 1, H, W): the first n_k pixels
-    if kind == "deletion":
-        keep, fill = x, base
-    else:
-        keep, fill = base, x
-    values, channel = _run(p, x, keep, fill, chosen, sel, score, batch_size, extra_inputs)
+    # every row is where(hidden, baseline, image): deletion hides the chosen pixels, insertion
+    # hides all the others; both curves can share one batch
+    hidden = np.concatenate([chosen if k == "deletion" else ~chosen for k in kinds])
+    values, channel = _run(p, x, x, base, hidden, sel, score, batch_size, extra_inputs)
     fractions = counts / float(h * w)
-    auc = float(np.trapezoid(values, fractions))
-    return Curve(kind, fractions, values, auc, score, _baselines.describe(baseline), channel)
+    out = {}
+    for i, kind in enumerate(kinds):
+        v = values[i * (steps + 1):(i + 1) * (steps + 1)]
+        out[kind] = Curve(kind, fractions, v, float(np.trapezoid(v, fractions)), score,
+                          _baselines.describe(baseline), channel)
+    return out
+
+
+def curves(model, image, attribution, *, target=None, steps=20, baseline="blur",
+           score="probability", batch_size=64, preprocess=None, extra_inputs=None) -> dict:
+    """``{"deletion": Curve, "insertion": Curve}`` from one batch of ``2 (steps + 1)`` images
+    (one forward pass with the default ``batch_size``); the same curves as :func:`deletion` and
+    :func:`insertion`."""
+    return _curves(("deletion", "insertion"), model, image, attribution, target, steps, baseline,
+                   score, batch_size, preprocess, extra_inputs)
 
 
 def deletion(model, image, attribution, *, target=None, steps=20, baseline="blur",
@@ -290,16 +302,16 @@ def deletion(model, image, attribution, *, target=None, steps=20, baseline="blur
     ``steps`` + 1 points at pixel fractions ``round(k·H·W/steps)/(H·W)``; removed pixels take
     the ``baseline`` ("blur", "mean", a number or an array); see the module doc.
     """
-    return _curve("deletion", model, image, attribution, target, steps, baseline, score,
-                  batch_size, preprocess, extra_inputs)
+    return _curves(("deletion",), model, image, attribution, target, steps, baseline, score,
+                   batch_size, preprocess, extra_inputs)["deletion"]
 
 
 def insertion(model, image, attribution, *, target=None, steps=20, baseline="blur",
               score="probability", batch_size=64, preprocess=None, extra_inputs=None) -> Curve:
     """Insertion curve and AUC (higher is better): put the most important pixels back first
     into the ``baseline`` image. Same arguments as :func:`deletion`."""
-    return _curve("insertion", model, image, attribution, target, steps, baseline, score,
-                  batch_size, preprocess, extra_inputs)
+    return _curves(("insertion",), model, image, attribution, target, steps, baseline, score,
+                   batch_size, preprocess, extra_inputs)["insertion"]
 
 
 # --------------------------------------------------------------------------- MuFidelity

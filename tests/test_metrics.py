@@ -204,6 +204,8 @@ def test_one_batch_per_curve_and_no_retrace_for_a_new_image_or_target(demo_model
     first = p.trace_count("metrics")
     keys = [k for k in p.traces if k[0] == "metrics"]
     assert any(k[1] == (1, 64, 64, 3) and 21 in k for k in keys)  # 21 rows: one batch
+    metrics.curves(demo_model, samples.images[0], a)
+    first = p.trace_count("metrics")
     metrics.deletion(demo_model, samples.images[1], a, target=2)
     metrics.insertion(demo_model, samples.images[2], a[::-1].copy(), baseline="mean")
     assert p.trace_count("metrics") == first
@@ -253,3 +255,15 @@ def test_bad_attributions_name_the_argument(linear):
         metrics.deletion(model, np.ones((2, H, W, C)), np.ones((H, W)))
     with pytest.raises(ValueError, match="fraction"):
         metrics.mufidelity(model, x, np.ones((H, W)), fraction=1.5)
+
+
+def test_curves_in_one_batch_equal_the_separate_curves(linear):
+    model, w, b = linear
+    x = np.random.default_rng(11).uniform(0, 1, (H, W, C)).astype(np.float32)
+    a = np.random.default_rng(12).normal(0, 1, (H, W, C))
+    both = metrics.curves(model, x, a, steps=6, baseline="mean")
+    for kind, fn in (("deletion", metrics.deletion), ("insertion", metrics.insertion)):
+        alone = fn(model, x, a, steps=6, baseline="mean")
+        np.testing.assert_allclose(both[kind].scores, alone.scores, rtol=1e-6, atol=1e-7)
+        assert both[kind].auc == pytest.approx(alone.auc) and both[kind].kind == kind
+    assert any(k[0] == "metrics" and 14 in k for k in probe(model).traces)  # 2 × 7 rows, one batch
