@@ -213,7 +213,7 @@ def test_one_batch_per_curve_and_no_retrace_for_a_new_image_or_target(demo_model
 
 def test_integrated_gradients_warns_with_the_step_count(demo_model):
     x = demo.load_images().images[0]
-    with pytest.warns(RuntimeWarning, match=r"completeness error .* steps=2;.*steps="):
+    with pytest.warns(RuntimeWarning, match=r"completeness error .* with steps=2;.*steps="):
         integrated_gradients(demo_model, x, steps=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -267,3 +267,17 @@ def test_curves_in_one_batch_equal_the_separate_curves(linear):
         np.testing.assert_allclose(both[kind].scores, alone.scores, rtol=1e-6, atol=1e-7)
         assert both[kind].auc == pytest.approx(alone.auc) and both[kind].kind == kind
     assert any(k[0] == "metrics" and 14 in k for k in probe(model).traces)  # 2 × 7 rows, one batch
+
+
+def test_the_step_estimate_is_measured_once_per_model_and_steps(demo_model):
+    x, y = demo.image(3), demo.image(5)
+    rates = probe(demo_model).cache("ig_completeness_rate")
+    rates.clear()
+    with pytest.warns(RuntimeWarning, match=r"steps=3;.* at steps=6;.*about steps=\d+"):
+        integrated_gradients(demo_model, x, steps=3)
+    assert list(rates) == [(3, (64, 64, 3))] and rates[(3, (64, 64, 3))] > 0
+    before = probe(demo_model).trace_count()
+    with pytest.warns(RuntimeWarning, match=r"steps=3; about steps=\d+") as caught:
+        integrated_gradients(demo_model, y, steps=3)
+    assert "at steps=6" not in str(caught[0].message)  # the measured rate is reused
+    assert probe(demo_model).trace_count() == before
