@@ -429,7 +429,8 @@ def warn_if_incomplete(model, images, maps, *, steps, baseline, target, toleranc
     naming the step count that should bring it under.
 
     The error is measured with one forward pass of two images. The step count assumes
-    ``error ∝ steps^-p``; ``p`` is measured once per model, step count and image shape by running
+    ``error ∝ steps^-p`` and is rounded up to ``steps · 2^k`` (on the demo model the error at
+    32, 48, 64, 96, 128 steps was 2.6, 0.6, 1.1, 0.6, 0.7 %: not monotone); ``p`` is measured once per model, step count and image shape by running
     integrated gradients again with twice the steps (only when the error is too large), and kept
     on the model's probe, so later calls cost just the two-image forward pass.
 
@@ -467,9 +468,13 @@ def warn_if_incomplete(model, images, maps, *, steps, baseline, target, toleranc
         if rate == math.inf:
             advice = f"steps={2 * steps} removes it"
         elif rate > 0.05:
-            needed = int(math.ceil(steps * (err / tolerance) ** (1.0 / rate)))
-            advice = (f"about steps={needed} should bring it under {100 * tolerance:g} % (error ∝ "
-                      f"steps^-{rate:.2g}, measured by doubling the steps)")
+            needed = steps * (err / tolerance) ** (1.0 / rate)
+            doubled = int(steps * 2 ** max(1, math.ceil(math.log2(needed / steps))))
+            advice = (f"steps={doubled} should bring it under {100 * tolerance:g} % (error ∝ "
+                      f"steps^-{rate:.2g}, measured by doubling the steps, gives "
+                      f"{int(math.ceil(needed))}; rounded up to a doubling because the error of a "
+                      f"ReLU network is not monotone in the step count: check with "
+                      f"nbviz.metrics.completeness)")
         else:
             advice = ("doubling the steps does not reduce it (a non-smooth score or an unusual "
                       "baseline)")
