@@ -79,14 +79,9 @@ def _clone(model):
             f"clone {type(model).__name__} ({type(error).__name__}: {error}). Give the subclassed "
             f"model get_config()/from_config() (so Keras can rebuild it), or build it as a "
             f"functional or Sequential model") from error
-    if not copy.built or len(copy.weights) != len(model.weights):
-        try:
-            shape = [None if d is None else d for d in model.inputs[0].shape] if getattr(
-                model, "inputs", None) else None
-            if shape is not None:
-                import numpy as _np
-
-                copy(_np.zeros([1] + [d or 32 for d in shape[1:]], "float32"))
+    if len(copy.weights) != len(model.weights) and getattr(model, "inputs", None):
+        try:  # a subclassed copy builds its weights on its first call
+            copy(np.zeros([1] + [d or 32 for d in model.inputs[0].shape[1:]], "float32"))
         except Exception:  # noqa: BLE001 - the count check below explains the failure
             pass
     if len(copy.weights) != len(model.weights):
@@ -196,16 +191,27 @@ def _steps(model, mode, seed, layers) -> Iterator[tuple[str, object]]:
         yield path, copy
 
 
-def randomised(model, mode: str = "cascade", seed: int = 0, layers=None) -> list[tuple[str, object]]:
-    """Copies of ``model`` with re-initialised weights, top layer first: a list of
-    ``(layer path, copy)``, one per weighted layer (or per layer in ``layers``: names, paths or
-    layer objects). See the module doc for the modes and the initialisation; the model itself is
-    not changed."""
-    out = []
-    for path, working in _steps(model, mode, seed, layers):
-        copy = _clone(working)
-        out.append((path, copy))
-    return out
+def randomised(model, mode: str = "cascade", seed: int = 0, layers=None
+               ) -> Iterator[tuple[str, object]]:
+    """Copies of ``model`` with re-initialised weights, top layer first: yields ``(layer path,
+    copy)``, one per weighted layer (or per layer in ``layers``: names, paths or layer objects),
+    each copy a separate model (``list(randomised(m))`` keeps them all; for a large model
+    iterate, or pass ``layers``). See the module doc for the modes and the initialisation; the
+    model itself is not changed. Arguments are checked when called, not when iterated."""
+    _check_mode(mode)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    weighted = _weighted_layers(model)
+    if not weighted:
+        raise ValueError("the model has no weights to randomise")
+    _select(weighted, layers)
+    _clone(model)  # a model Keras cannot clone fails here, with advice
+
+    def copies():
+        for path, working in _steps(model, mode, seed, layers):
+            yield path, _clone(working)
+
+    return copies()
 
 
 # --------------------------------------------------------------------------- similarity

@@ -41,7 +41,7 @@ def _small(seed=0):
 def test_copies_differ_in_exactly_the_randomised_layers(mode):
     model = _small()
     with unchanged(model):
-        copies = sanity.randomised(model, mode=mode, seed=3)
+        copies = list(sanity.randomised(model, mode=mode, seed=3))
     paths = [p for p, _ in copies]
     assert paths == ["head", "inner/bn", "inner/c", "stem"]  # top first, nested by path
     for k, (path, copy) in enumerate(copies):
