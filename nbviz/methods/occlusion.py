@@ -13,13 +13,13 @@ cover it), so the map keeps the unit of the score whatever the stride; xplique's
 
 The default fill, ``baseline="mean"`` (the image's per-channel mean), was chosen by measurement
 on the demo model's 32 held-out scenes (window 16, stride 8, logits, the top class; mean ± s.e.,
-and the paired difference): the pointing game (the maximum inside the object's box) succeeds
-in 6/32 scenes with a black fill (0.0), 22/32 with the mean and 21/32 with a blur; the share
-of positive map inside the box is 0.16 ± 0.03 (black), 0.46 ± 0.03 (mean), 0.46 ± 0.03 (blur).
-Mean − black: +0.50 ± 0.10 pointing, +0.31 ± 0.03 energy; mean − blur: +0.03 ± 0.08 and
-+0.002 ± 0.009 (no difference), and the mean needs no blur width. A black window is itself an
-object to a CNN (a dark blob on clutter), so its drop measures the surprise of the patch as much
-as the loss of evidence.
+and the paired difference). Pointing game (every tied maximum inside the object's box): 6/32
+scenes with a black fill (0.0), 22/32 with the mean, 21/32 with a blur (counting only the first
+maximum in row-major order: 11/32 black, 26/32 mean). Share of the positive map inside the box:
+0.16 ± 0.03 black, 0.46 ± 0.03 mean, 0.46 ± 0.03 blur. Mean − black: +0.50 ± 0.10 pointing,
++0.31 ± 0.03 energy; mean − blur: +0.03 ± 0.08 and +0.002 ± 0.009 (no difference), and the mean
+needs no blur width. A likely reason (not measured): on these scenes a black square is itself a
+conspicuous dark patch, so its drop mixes the lost evidence with the patch's own effect.
 """
 
 from __future__ import annotations
