@@ -41,8 +41,19 @@ _EXPORTS = {
     "open_run": "nbviz.runstore",
     # the widget
     "Explorer": "nbviz.widget",
+    # can I trust this map? (metrics, sanity checks, side-by-side comparison)
+    "deletion": "nbviz.metrics",
+    "insertion": "nbviz.metrics",
+    "mufidelity": "nbviz.metrics",
+    "pointing_game": "nbviz.metrics",
+    "energy_in_box": "nbviz.metrics",
+    "completeness": "nbviz.metrics",
+    "randomised": "nbviz.sanity",
+    "model_randomisation": "nbviz.sanity",
+    "compare": "nbviz.comparison",
+    "compare_scores": "nbviz.comparison",
 }
-_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget", "callbacks")
+_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget", "callbacks", "metrics", "sanity", "comparison")
 
 __all__ = ["ImageInput", "LayerInfo", "Probe", "__version__", *_EXPORTS, *_SUBMODULES]
 

@@ -87,7 +87,7 @@ def smoothgrad(model, image, *, target=None, n=20, noise=0.15, seed=0, preproces
 
 
 def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, batch_size=32,
-                         preprocess=None, extra_inputs=None) -> np.ndarray:
+                         preprocess=None, extra_inputs=None, tolerance=0.01) -> np.ndarray:
     """Integrated gradients (Sundararajan et al. 2017) from ``baseline`` to the image.
 
     ``(x - baseline) * mean_k grad(baseline + a_k (x - baseline))`` with ``steps`` midpoints
@@ -95,6 +95,12 @@ def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, b
     also runs the image itself, whose top class is explained when ``target`` is None). The
     attributions sum to about ``f(x) - f(baseline)`` (completeness). ``baseline`` is a number or
     an array broadcastable to the image (in the model's input space). H×W×C float32.
+
+    ``tolerance``: after the run, the completeness error ``|sum − (f(x) − f(baseline))| /
+    |f(x) − f(baseline)|`` is measured (one forward of two images,
+    :func:`nbviz.metrics.completeness`); above ``tolerance`` a RuntimeWarning gives it and the
+    step count that should fix it, estimated by running again with twice the steps (only then).
+    ``None`` skips the check.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -136,4 +142,11 @@ def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, b
             g = f(x, b, tf.constant(a), tf.constant(w), *sel_i.tensors, extra)
             total = g if total is None else total + g
         maps.append((x - b) * total / steps)
-    return numpy_maps(tf.concat(maps, 0), single, "integrated_gradients")
+    result = numpy_maps(tf.concat(maps, 0), single, "integrated_gradients")
+    if tolerance is not None:
+        from nbviz.metrics import warn_if_incomplete
+
+        warn_if_incomplete(model, images.numpy(), result, steps=steps, baseline=base.numpy(),
+                           target=target, tolerance=float(tolerance), batch_size=batch_size,
+                           extra_inputs=extra_inputs)
+    return result
