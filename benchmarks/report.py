@@ -124,6 +124,8 @@ def markdown(results: dict) -> str:
                      if k.endswith("_wall") and not k.startswith(("floor", "peer_floor"))]
             errors = [f"{rid.split('/', 1)[1]}: error" for rid, r in g["rows"].items()
                       if r.get("status") != "ok"]
+            if g["ratios"].get("peer_floor_vs_floor_wall"):
+                peers.append(f"(peers' TF floor / ours {_x(g['ratios']['peer_floor_vs_floor_wall'])})")
             short = "*" if nb.get("short") else ""
             lines.append(
                 f"| {g['label']} | {'–' if cold is None else f'{cold * 1000:.0f} ms'} "
