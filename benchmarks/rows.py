@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import time
+
 import numpy as np
 import tensorflow as tf
 
@@ -112,6 +114,30 @@ def factory(spec: dict) -> Callable[[int], Any]:
         from nbviz import featvis
         layer, steps = spec["options"]["layer"], int(spec["options"]["steps"])
         return _counting(model, lambda i: featvis.render(model, featvis.channel(layer, i), steps=steps))
+    if kind == "curves":
+        # deletion + insertion, 20 steps each, for a saliency map computed beforehand (untimed)
+        from nbviz import metrics
+        from nbviz.methods.gradients import saliency
+        maps = {}
+
+        def timed_curves(i):
+            x, k = get(i)
+            if i not in maps:
+                maps.clear()
+                maps[i] = saliency(model, x, target=k)
+            wall, cpu = time.perf_counter(), time.process_time()
+            before = _traces(model)()
+            metrics.curves(model, x, maps[i], target=k, steps=20, batch_size=64)
+            return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
+                    "traces": _traces(model)() - before}
+        return timed_curves
+    if kind == "randomisation":
+        # the model-randomisation check of one method through every layer (cascade), on the
+        # shipped demo model (the target is stated for it), a new demo scene per sample
+        from nbviz import demo, sanity
+        method = spec.get("options", {}).get("method", "gradcam")
+        demo_model = demo.load_model()
+        return lambda i: sanity.model_randomisation(method, demo_model, demo.image(i % 32))
     if kind in ("explorer_click", "frame_512"):
         import widget_rows
         return getattr(widget_rows, kind)(model, spec, get)
