@@ -308,11 +308,13 @@ def _bounds(bounds, x, layer, rule):
     if rule != "box":
         return None
     low, high = bounds
-    if tuple(low.shape) != tuple(x.shape):
-        raise ValueError(
-            f"lrp: the box rule needs the first layer to take the image itself; layer "
-            f"{layer.name!r} gets shape {tuple(x.shape)}, the image is {tuple(low.shape)}")
-    return bounds
+    if tuple(low.shape) == tuple(x.shape):
+        return bounds
+    if low.shape.num_elements() == x.shape.num_elements():  # the image flattened or reshaped
+        return tf.reshape(low, tf.shape(x)), tf.reshape(high, tf.shape(x))
+    raise ValueError(
+        f"lrp: the box rule needs the first layer to take the image itself; layer "
+        f"{layer.name!r} gets shape {tuple(x.shape)}, the image is {tuple(low.shape)}")
 
 
 def _real(name, value, low=0.0):
