@@ -11,7 +11,11 @@ the rule; with relevance carried as ``R = a * c`` for each activation ``a``, the
 score with respect to the input, times the input, is the relevance. ReLU, pooling (average:
 proportional to the inputs; max: winner takes all), Flatten/Reshape, padding, Dropout (inference),
 Add and Concatenate (proportional to the addends) need no rule of their own: their ordinary
-gradient is already the LRP-0 redistribution. Capped ReLUs (ReLU6) pass relevance through.
+gradient is already the LRP-0 redistribution. Capped ReLUs (ReLU6) and the elementwise
+preprocessing layers Rescaling and Normalization pass relevance through unchanged. The relevance
+is read at the input of the first Conv/Dense layer (``a * d score / da`` there), which is the
+image's relevance value by value when only such layers (or Flatten) come before it; otherwise
+at the image.
 
 BatchNorm right after a Conv/Dense with a linear activation is folded into that layer's rule
 computation (``W s``, ``(b - mean) s + beta`` with ``s = gamma / sqrt(var + eps)``) and never
@@ -83,6 +87,7 @@ _PASS = ("InputLayer", "Flatten", "Reshape", "Dropout", "SpatialDropout1D", "Spa
          "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalMaxPooling1D",
          "GlobalMaxPooling2D", "GlobalMaxPooling3D")
 _CONV = ("Conv1D", "Conv2D", "Conv3D")
+_PREPROCESSING = ("Rescaling", "Normalization")  # elementwise: relevance passes through
 
 
 def _composite(rule) -> Composite:
@@ -172,7 +177,7 @@ def _plan(p, size) -> _Plan:
             continue
         cls = type(layer).__name__
         kind = layer_kind(layer)
-        if kind == "model" or cls in _PASS:
+        if kind == "model" or cls in _PASS or cls in _PREPROCESSING:
             continue
         if cls in _CONV or cls == "Dense":
             if cls != "Dense" and layer.data_format != "channels_last":
@@ -193,6 +198,7 @@ def _plan(p, size) -> _Plan:
         problems.append(f"lrp: no rule for layer {path!r} ({cls})")
     if problems:
         raise ValueError("; ".join(problems) + ". Supported: Conv1D/2D/3D, Dense, BatchNormalization, "
+                         "Rescaling, Normalization, "
                          "ReLU/ReLU6/linear activations, average/max pooling (global too), Flatten, "
                          "Reshape, padding, Dropout, Add, Concatenate, nested models")
     consumers: dict = {}
@@ -213,8 +219,8 @@ def _plan(p, size) -> _Plan:
                 folded[id(layer)] = producer[refs[0]]
     linear = tuple(l for l in order if type(l).__name__ in _CONV + ("Dense", "BatchNormalization"))
     first = next((l for l in linear if type(l).__name__ != "BatchNormalization"), None)
-    passing = tuple(l for l in order if type(l).__name__ in ("Activation", "ReLU")
-                    and _activation_kind(l) == "pass")
+    passing = tuple(l for l in order if type(l).__name__ in _PREPROCESSING or (
+        type(l).__name__ in ("Activation", "ReLU") and _activation_kind(l) == "pass"))
     plan = _Plan(linear, folded, passing, first)
     cache[size] = plan
     return plan
@@ -253,8 +259,12 @@ def _bn_affine(bn):
 
 
 @contextlib.contextmanager
-def _intercepted(plan: _Plan, composite: Composite, params, bounds):
-    """Every linear layer of ``plan`` computes with its rule's gradient for the block."""
+def _intercepted(plan: _Plan, composite: Composite, params, bounds, tape, state):
+    """Every linear layer of ``plan`` computes with its rule's gradient for the block.
+
+    ``state["entry"]`` receives the input of the first linear layer (where the relevance is
+    read), and for the box rule ``state["low"]``/``["high"]``, its bounds (watched by ``tape``).
+    """
     folded_into = {id(lin): bn_id for bn_id, lin in plan.folded.items()}
     seen_input = {}
 
@@ -263,14 +273,25 @@ def _intercepted(plan: _Plan, composite: Composite, params, bounds):
             return composite.first
         return composite.dense if type(layer).__name__ == "Dense" else composite.conv
 
+    def enter(layer, x):
+        if layer is not plan.first:
+            return
+        state["entry"] = x
+        if rule_of(layer) == "box":
+            state["low"], state["high"] = _box_bounds(bounds, x, layer)
+            tape.watch([state["low"], state["high"]])
+
+    def box_bounds(layer):
+        return (state["low"], state["high"]) if rule_of(layer) == "box" else None
+
     def linear_wrapper(layer):
         def wrapper(original, *args, **kwargs):
             x = tf.cast(_first_arg(args, kwargs), tf.float32)
+            enter(layer, x)
             if id(layer) in folded_into:  # the BatchNorm after it applies the folded rule
                 seen_input[id(layer)] = x
                 return original(*args, **kwargs)
-            rule = rule_of(layer)
-            z = linear_rule(_unit(layer), rule, params, x, _bounds(bounds, x, layer, rule))
+            z = linear_rule(_unit(layer), rule_of(layer), params, x, box_bounds(layer))
             act = layer.activation
             kind = _activation_kind(layer)
             return act(z) if kind == "plain" else pass_through(act, z)
@@ -283,10 +304,9 @@ def _intercepted(plan: _Plan, composite: Composite, params, bounds):
             if lin is None:
                 return linear_rule(_unit(layer), composite.norm, params, tf.cast(z_in, tf.float32))
             x = seen_input[id(lin)]
-            rule = rule_of(lin)
             # the folded unit carries the rule's gradient from the BatchNorm's output straight to
             # the linear layer's input; the forward value stays the layers' own
-            ruled = linear_rule(_unit(lin, layer), rule, params, x, _bounds(bounds, x, lin, rule))
+            ruled = linear_rule(_unit(lin, layer), rule_of(lin), params, x, box_bounds(lin))
             y = tf.cast(original(*args, **kwargs), tf.float32)
             return ruled + tf.stop_gradient(y - ruled)
         return wrapper
@@ -300,21 +320,25 @@ def _intercepted(plan: _Plan, composite: Composite, params, bounds):
         for layer in plan.passing:
             stack.enter_context(_wrap_call(
                 layer, lambda original, *a, _l=layer, **k: pass_through(
-                    lambda v: original(v), tf.cast(_first_arg(a, k), tf.float32))))
+                    lambda v: tf.cast(original(v), tf.float32), tf.cast(_first_arg(a, k), tf.float32))))
         yield
 
 
-def _bounds(bounds, x, layer, rule):
-    if rule != "box":
-        return None
-    low, high = bounds
-    if tuple(low.shape) == tuple(x.shape):
-        return bounds
-    if low.shape.num_elements() == x.shape.num_elements():  # the image flattened or reshaped
+def _box_bounds(bounds, x, layer):
+    """The box rule's (low, high) in the space of the first layer's input ``x``: given (image
+    shaped, reshaped to ``x``), or ``x``'s own minimum and maximum per image."""
+    low, high, default = bounds
+    if default:
+        axes = list(range(1, x.shape.rank))
+        lo = tf.stop_gradient(tf.reduce_min(x, axis=axes, keepdims=True)) * tf.ones_like(x)
+        hi = tf.stop_gradient(tf.reduce_max(x, axis=axes, keepdims=True)) * tf.ones_like(x)
+        return lo, hi
+    if low.shape.num_elements() == x.shape.num_elements():  # the image, maybe flattened
         return tf.reshape(low, tf.shape(x)), tf.reshape(high, tf.shape(x))
     raise ValueError(
-        f"lrp: the box rule needs the first layer to take the image itself; layer "
-        f"{layer.name!r} gets shape {tuple(x.shape)}, the image is {tuple(low.shape)}")
+        f"lrp: the box rule needs a first layer that takes the image (maybe rescaled or "
+        f"flattened); layer {layer.name!r} gets shape {tuple(x.shape)}, the image is "
+        f"{tuple(low.shape)}")
 
 
 def _real(name, value, low=0.0):
@@ -330,9 +354,10 @@ def lrp(model, image, *, target=None, layer=None, rule="epsilon", epsilon=1e-6, 
 
     See the module docstring for the rules and composites. ``epsilon`` (epsilon rule's
     stabiliser, 0: LRP-0), ``gamma`` (gamma rule), ``alpha``/``beta`` (alpha-beta rule) go in as
-    tensors, so changing them never retraces. ``low``/``high``: the input bounds of the box rule
-    (numbers or arrays broadcastable to the image, in the model's input space); None: the
-    image's own minimum and maximum. The relevance starts as the explained score (the selected
+    tensors, so changing them never retraces. ``low``/``high``: the bounds of the box rule, in
+    the space of the first layer's input (the model input, after Rescaling/Normalization layers
+    when the model has them): numbers or arrays broadcastable to the image; None: the minimum
+    and maximum of that input, per image. The relevance starts as the explained score (the selected
     logit; for ``layer``, the selected channel/region of that layer's output) and, with biases
     absent and ``epsilon`` small, sums to it (conservation). ``target``, ``layer``,
     ``preprocess``, ``extra_inputs`` as in every method.
@@ -344,24 +369,31 @@ def lrp(model, image, *, target=None, layer=None, rule="epsilon", epsilon=1e-6, 
     path = core.layer_path(p, layer)
     sel = core.selection(p, target, images, path)
     plan = _plan(p, tuple(images.shape[1:3]))
-    box = composite.first == "box" and plan.first is not None
+    default = low is None and high is None
     lo = _bound("low", low, images, np.min)
     hi = _bound("high", high, images, np.max)
     fn = sel.fn
 
     def relevance(images, low, high, params, region, channels, top, extra):
+        state = {}
         with tf.GradientTape() as tape:
-            tape.watch([images, low, high])
-            with _intercepted(plan, composite, params, (low, high)):
+            tape.watch(images)
+            with _intercepted(plan, composite, params, (low, high, default), tape, state):
                 out = core.explain(p, images, path, extra)
             score = _targets.scores(out, fn, region, channels, top)
-        gx, gl, gh = tape.gradient(score, [images, low, high])
-        total = images * gx
-        if box:
-            total = total + low * gl + high * gh
-        return total
+        entry = state.get("entry")
+        if entry is None or entry.shape.num_elements() != images.shape.num_elements():
+            return images * tape.gradient(score, images)
+        # read the relevance at the first linear layer's input: what comes before it
+        # (Rescaling, Flatten, ...) only changes units or order, and keeps it per value
+        if "low" in state:
+            gx, gl, gh = tape.gradient(score, [entry, state["low"], state["high"]])
+            total = entry * gx + state["low"] * gl + state["high"] * gh
+        else:
+            total = entry * tape.gradient(score, entry)
+        return tf.reshape(total, tf.shape(images))
 
-    f = core.compiled(p, core.key_of("lrp", images, sel, path, composite), relevance)
+    f = core.compiled(p, core.key_of("lrp", images, sel, path, composite, default), relevance)
     maps = f(images, lo, hi, params, *sel.tensors, core.extra_tensors(p, extra_inputs))
     return core.numpy_maps(maps, single, "lrp")
 

@@ -272,3 +272,32 @@ def test_argument_errors(relu_net):
         lrp(relu_net, image, rule={"conv": "box"})
     with pytest.raises(ValueError, match="low"):
         lrp(relu_net, image, rule="epsilon_gamma_box", low=np.zeros((5, 5)))
+
+
+def test_composite_on_the_demo_model_points_at_the_object():
+    """Rescaling + Conv/BatchNorm/ReLU blocks + global max pooling: the EpsilonGammaBox map puts
+    most of its positive relevance inside the object's box (boxes cover about 12 % of a scene)."""
+    from nbviz import demo
+
+    model, scenes = demo.load_model(), demo.load_images()
+    images = scenes.images[:4]
+    with unchanged(model):
+        rel = lrp(model, images, rule="epsilon_gamma_box", epsilon=0.01)
+    for i in range(4):
+        top, left, bottom, right = scenes.boxes[i]
+        positive = np.maximum(rel[i].sum(-1), 0)
+        area = (bottom - top) * (right - left) / positive.size
+        assert positive[top:bottom, left:right].sum() / positive.sum() > max(0.5, 3 * area)
+
+
+def test_table_rows_match_the_functions():
+    import inspect
+
+    from nbviz.methods import table
+    from nbviz.methods.lrp import RULES
+
+    for key in ("lrp", "blur_ig", "guided_ig", "xrai"):
+        row = table.method(key)
+        params = inspect.signature(row.function_object()).parameters
+        assert all(c.keyword in params for c in row.controls) and all(k in params for k in row.fixed)
+    assert set(table.method("lrp").controls[0].limits) == set(RULES)
