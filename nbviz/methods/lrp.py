@@ -86,7 +86,7 @@ _PASS = ("InputLayer", "Flatten", "Reshape", "Dropout", "SpatialDropout1D", "Spa
          "AveragePooling2D", "AveragePooling3D", "GlobalAveragePooling1D",
          "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalMaxPooling1D",
          "GlobalMaxPooling2D", "GlobalMaxPooling3D")
-_CONV = ("Conv1D", "Conv2D", "Conv3D")
+_CONV = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D")
 _PREPROCESSING = ("Rescaling", "Normalization")  # elementwise: relevance passes through
 
 
@@ -236,11 +236,17 @@ def _unit(layer, bn=None) -> Unit:
         tf.convert_to_tensor(layer.bias), tf.float32)
     if type(layer).__name__ == "Dense":
         op = lambda x, k: tf.cast(keras.ops.matmul(x, k), tf.float32)  # noqa: E731
+    elif type(layer).__name__.startswith("Depthwise"):
+        op = lambda x, k, _l=layer: tf.cast(keras.ops.depthwise_conv(  # noqa: E731
+            x, k, strides=_l.strides, padding=_l.padding, dilation_rate=_l.dilation_rate,
+            data_format=_l.data_format), tf.float32)
     else:
         op = lambda x, k, _l=layer: tf.cast(_l.convolution_op(x, k), tf.float32)  # noqa: E731
     if bn is not None:
         scale, shift = _bn_affine(bn)
-        kernel = kernel * scale
+        # output channel o of a depthwise kernel (.., in, multiplier) is in * multiplier + m
+        kernel = kernel * tf.reshape(scale, kernel.shape[-2:]) if type(layer).__name__.startswith(
+            "Depthwise") else kernel * scale
         bias = shift if bias is None else bias * scale + shift
     return Unit(op, kernel, bias)
 

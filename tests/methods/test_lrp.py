@@ -27,8 +27,11 @@ class _Big:
 
     def __getattr__(self, name):
         cls = getattr(keras.layers, name)
+        init = keras.initializers.RandomNormal(0, 0.5)
         if name in ("Conv2D", "Dense"):
-            return lambda *a, **k: cls(*a, kernel_initializer=keras.initializers.RandomNormal(0, 0.5), **k)
+            return lambda *a, **k: cls(*a, kernel_initializer=init, **k)
+        if name == "DepthwiseConv2D":
+            return lambda *a, **k: cls(*a, depthwise_initializer=init, **k)
         return cls
 
 
@@ -45,6 +48,8 @@ def relu_net():
     y = layers.ReLU(name="r2")(y)
     x = layers.Add(name="add")([x, y])
     x = layers.AveragePooling2D(2, name="avg")(x)
+    x = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", use_bias=False,
+                               activation="relu", name="dw")(x)
     x = layers.Conv2D(8, 1, activation="relu", use_bias=False, name="c3")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dense(8, activation="relu", use_bias=False, name="d1")(x)
@@ -76,6 +81,26 @@ def test_epsilon_conserves_relevance_and_lrp0_is_gradient_times_input(relu_net):
     # target None: the top class of each image
     top = lrp(relu_net, images)
     np.testing.assert_allclose(top.reshape(3, -1).sum(1), logits.max(1), rtol=1e-3)
+
+
+def test_capped_relu_passes_relevance_through():
+    """ReLU6 units above the cap have a zero gradient but keep their relevance: LRP-ε still
+    conserves it, and differs from gradient × input there."""
+    rng = np.random.default_rng(14)
+    inp = keras.Input((4, 4, 2), name="image")
+    x = layers.Conv2D(3, 3, use_bias=False, name="c")(inp)
+    x = layers.ReLU(max_value=6.0, name="relu6")(x)
+    x = layers.Flatten()(x)
+    model = keras.Model(inp, layers.Dense(2, use_bias=False, name="head")(x))
+    model.get_layer("c").set_weights([rng.uniform(0, 1, (3, 3, 2, 3)).astype(np.float32)])
+    model.get_layer("head").set_weights([rng.uniform(0.1, 1, (12, 2)).astype(np.float32)])
+    image = rng.uniform(0, 1.5, (4, 4, 2)).astype(np.float32)
+    pre = keras.Model(model.input, model.get_layer("c").output)(image[None]).numpy()
+    assert (pre > 6).any() and ((pre > 0) & (pre < 6)).any()  # units above the cap and below
+    with unchanged(model):
+        rel = lrp(model, image, target=0)
+    assert abs(rel.sum() - _logits(model, image[None])[0, 0]) < 1e-3 * abs(rel.sum())
+    assert not np.allclose(rel, saliency(model, image, target=0) * image, rtol=1e-2)
 
 
 # --------------------------------------------------------------------------- numpy reference
@@ -172,15 +197,16 @@ def test_box_composite_matches_numpy_reference(dense_net):
 
 # --------------------------------------------------------------------------- BatchNorm folding
 
-def _bn_net(fold: bool, seed=11):
+def _bn_net(fold: bool, seed=11, depthwise=False):
     rng = np.random.default_rng(seed)
-    k1 = rng.normal(0, 0.5, (3, 3, 2, 4)).astype(np.float32)
+    k1 = rng.normal(0, 0.5, (3, 3, 2, 2 if depthwise else 4)).astype(np.float32)
     b1 = rng.normal(0, 0.1, 4).astype(np.float32)
     gamma, beta = rng.uniform(0.5, 2, 4).astype(np.float32), rng.normal(0, 0.2, 4).astype(np.float32)
     mean, var = rng.normal(0, 0.3, 4).astype(np.float32), rng.uniform(0.5, 2, 4).astype(np.float32)
     head = rng.normal(0, 1, (4, 3)).astype(np.float32)
     inp = keras.Input((8, 8, 2), name="image")
-    x = layers.Conv2D(4, 3, padding="same", name="conv")(inp)
+    x = (layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="conv") if depthwise
+         else layers.Conv2D(4, 3, padding="same", name="conv"))(inp)
     if not fold:
         x = layers.BatchNormalization(epsilon=1e-3, name="bn")(x)
     x = layers.ReLU(name="relu")(x)
@@ -189,7 +215,8 @@ def _bn_net(fold: bool, seed=11):
     model = keras.Model(inp, out)
     scale = gamma / np.sqrt(var + 1e-3)
     if fold:
-        model.get_layer("conv").set_weights([k1 * scale, (b1 - mean) * scale + beta])
+        folded = k1 * (scale.reshape(2, 2) if depthwise else scale)
+        model.get_layer("conv").set_weights([folded, (b1 - mean) * scale + beta])
     else:
         model.get_layer("conv").set_weights([k1, b1])
         model.get_layer("bn").set_weights([gamma, beta, mean, var])
@@ -197,9 +224,10 @@ def _bn_net(fold: bool, seed=11):
     return model
 
 
-@pytest.mark.parametrize("rule", ["epsilon", "gamma", "epsilon_gamma_box"])
-def test_batchnorm_is_folded_into_the_conv_rule(rule):
-    with_bn, folded = _bn_net(False), _bn_net(True)
+@pytest.mark.parametrize("rule, depthwise", [("epsilon", False), ("gamma", False),
+                                             ("epsilon_gamma_box", False), ("gamma", True)])
+def test_batchnorm_is_folded_into_the_conv_rule(rule, depthwise):
+    with_bn, folded = _bn_net(False, depthwise=depthwise), _bn_net(True, depthwise=depthwise)
     images = np.random.default_rng(12).uniform(0, 1, (2, 8, 8, 2)).astype(np.float32)
     np.testing.assert_allclose(_logits(with_bn, images), _logits(folded, images), rtol=1e-4, atol=1e-5)
     with unchanged(with_bn):
@@ -248,7 +276,7 @@ def test_composites_conserve_relevance_on_a_vgg_like_net(vgg_like, rule):
 def test_unsupported_layers_are_named_and_nothing_changes():
     inp = keras.Input((8, 8, 3), name="image")
     x = layers.Conv2D(4, 3, activation="tanh", name="tanh_conv")(inp)
-    x = layers.DepthwiseConv2D(3, name="dw")(x)
+    x = layers.Conv2DTranspose(3, 3, name="up")(x)
     x = layers.LayerNormalization(name="ln")(x)
     x = layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inp, layers.Dense(2, name="out")(x))
@@ -257,7 +285,7 @@ def test_unsupported_layers_are_named_and_nothing_changes():
         with pytest.raises(ValueError) as info:
             lrp(model, image)
     text = str(info.value)
-    assert "lrp: no rule for layer 'dw' (DepthwiseConv2D)" in text
+    assert "lrp: no rule for layer 'up' (Conv2DTranspose)" in text
     assert "lrp: no rule for layer 'ln' (LayerNormalization)" in text
     assert "activation 'tanh' of layer 'tanh_conv'" in text
 
