@@ -21,7 +21,10 @@ BatchNorm right after a Conv/Dense with a linear activation is folded into that 
 computation (``W s``, ``(b - mean) s + beta`` with ``s = gamma / sqrt(var + eps)``) and never
 into the model; a BatchNorm elsewhere is its own per-channel linear unit. Interceptions are
 scoped and undone in ``finally``; the model is never changed. A layer with no rule (recurrent,
-depthwise, attention, other activations, custom layers) raises a ValueError naming every one.
+transposed or separable convolutions, attention, other activations, custom leaf layers) raises
+a ValueError naming every one. Nested models and custom layers made of sub-layers are
+containers: their sub-layers get their rules, and any arithmetic of their own between them its
+ordinary gradient.
 
 ``rule``: one of ``"epsilon"``, ``"gamma"``, ``"alpha_beta"``, ``"z_plus"`` for every layer, a
 named composite, or a :class:`Composite`:
@@ -46,7 +49,7 @@ import tensorflow as tf
 from nbviz.methods import core
 from nbviz.methods import targets as _targets
 from nbviz.methods.lrp_rules import RULE_NAMES, Unit, linear_rule, pass_through
-from nbviz.probe import _wrap_call, layer_kind
+from nbviz.probe import _sublayers, _wrap_call, layer_kind
 
 __all__ = ["lrp", "Composite", "COMPOSITES", "RULES"]
 
@@ -177,7 +180,8 @@ def _plan(p, size) -> _Plan:
             continue
         cls = type(layer).__name__
         kind = layer_kind(layer)
-        if kind == "model" or cls in _PASS or cls in _PREPROCESSING:
+        if kind == "model" or cls in _PASS or cls in _PREPROCESSING or (
+                kind == "other" and _sublayers(layer)):  # a container: its parts are checked
             continue
         if cls in _CONV or cls == "Dense":
             if cls != "Dense" and layer.data_format != "channels_last":

@@ -20,8 +20,9 @@ The map (``score="density"``, PAIR's convention) holds at every pixel the densit
 ``score="rank"`` holds ``(K - k) / K`` for the k-th of K regions (1 for the best, in (0, 1]),
 which reads like "top 10 %" maps on a sequential colormap.
 
-``attribution`` (H×W or H×W×C; N×… for a batch) and ``segments`` (a list of H×W boolean masks
-or label maps, used as the candidates as given, undilated) replace steps 1 and 2.
+``attribution`` (H×W or H×W×C; N×… for a batch) and ``segments`` (an H×W label map or a list of
+H×W boolean masks, used as the candidates as given, undilated; one such per image for a batch)
+replace steps 1 and 2.
 """
 
 from __future__ import annotations

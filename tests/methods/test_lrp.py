@@ -103,6 +103,30 @@ def test_capped_relu_passes_relevance_through():
     assert not np.allclose(rel, saliency(model, image, target=0) * image, rtol=1e-2)
 
 
+def test_nested_subclassed_and_layer_outputs(relu_net):
+    """The same layers in a Sequential, nested in a Functional, or in a subclassed model with a
+    custom container layer give the same relevance; ``layer=`` explains a layer's channel."""
+    from tests.methods.toys import ReluChain
+
+    chain = ReluChain()
+    image = np.random.default_rng(15).uniform(-1, 1, chain.shape).astype(np.float32)
+    maps = []
+    for model in (chain.sequential(), chain.nested(), chain.subclassed()):
+        with unchanged(model):
+            maps.append(lrp(model, image, target=1, rule="epsilon", epsilon=0.01))
+    np.testing.assert_allclose(maps[1], maps[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(maps[2], maps[0], rtol=1e-5, atol=1e-7)
+    assert np.abs(maps[0]).sum() > 0
+    images = _images(2)
+    with unchanged(relu_net):
+        rel = lrp(relu_net, images, layer="c3", target=5)
+    with probe(relu_net).capture("c3") as captured:
+        probe(relu_net).forward(tf.constant(images))
+    selected = captured["c3"].numpy()[..., 5].reshape(2, -1).sum(1)
+    assert (selected > 0.1).all()
+    np.testing.assert_allclose(rel.reshape(2, -1).sum(1), selected, rtol=1e-3)
+
+
 # --------------------------------------------------------------------------- numpy reference
 
 def _np_rule(x, w, b, R, rule, epsilon=1e-6, gamma=0.25, alpha=2.0, beta=1.0, low=None, high=None):
