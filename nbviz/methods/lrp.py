@@ -314,11 +314,10 @@ def _intercepted(plan: _Plan, composite: Composite, params, bounds, tape, state)
             if lin is None:
                 return linear_rule(_unit(layer), composite.norm, params, tf.cast(z_in, tf.float32))
             x = seen_input[id(lin)]
-            # the folded unit carries the rule's gradient from the BatchNorm's output straight to
-            # the linear layer's input; the forward value stays the layers' own
-            ruled = linear_rule(_unit(lin, layer), rule_of(lin), params, x, box_bounds(lin))
-            y = tf.cast(original(*args, **kwargs), tf.float32)
-            return ruled + tf.stop_gradient(y - ruled)
+            # the folded unit computes BatchNorm(linear(x)) in one go (equal up to rounding) and
+            # carries the rule's gradient straight to the linear layer's input; the unfolded
+            # linear output feeds nothing, so the compiled graph drops it
+            return linear_rule(_unit(lin, layer), rule_of(lin), params, x, box_bounds(lin))
         return wrapper
 
     with contextlib.ExitStack() as stack:
