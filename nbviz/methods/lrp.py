@@ -196,12 +196,14 @@ def _plan(p, size) -> _Plan:
             continue
         if cls in ("Activation", "ReLU", "Softmax"):
             if _activation_kind(layer) is None and layer is not output_softmax:
-                what = cls if cls == "ReLU" else _activation_name(layer.activation)
+                what = {"ReLU": "a negative slope or threshold", "Softmax": "softmax"}.get(cls) or \
+                    _activation_name(getattr(layer, "activation", None))
                 problems.append(f"lrp: no rule for layer {path!r} ({cls}: {what})")
             continue
         problems.append(f"lrp: no rule for layer {path!r} ({cls})")
     if problems:
-        raise ValueError("; ".join(problems) + ". Supported: Conv1D/2D/3D, Dense, BatchNormalization, "
+        raise ValueError("; ".join(problems) + ". Supported: Conv1D/2D/3D, DepthwiseConv1D/2D, Dense, "
+                         "BatchNormalization, "
                          "Rescaling, Normalization, "
                          "ReLU/ReLU6/linear activations, average/max pooling (global too), Flatten, "
                          "Reshape, padding, Dropout, Add, Concatenate, nested models")
@@ -378,6 +380,10 @@ def lrp(model, image, *, target=None, layer=None, rule="epsilon", epsilon=1e-6, 
     path = core.layer_path(p, layer)
     sel = core.selection(p, target, images, path)
     plan = _plan(p, tuple(images.shape[1:3]))
+    if path is not None:  # an explained Conv/Dense keeps its own output: no BatchNorm folded in
+        explained = p.layer(path).layer
+        plan = dataclasses.replace(plan, folded={k: v for k, v in plan.folded.items()
+                                                 if v is not explained})
     default = low is None and high is None
     lo = _bound("low", low, images, np.min)
     hi = _bound("high", high, images, np.max)

@@ -260,8 +260,19 @@ def test_batchnorm_is_folded_into_the_conv_rule(rule, depthwise):
     (plan,) = probe(with_bn).cache("lrp_plan").values()
     assert [l.name for l in plan.folded.values()] == ["conv"]
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)
-    # BatchNorm treated as its own layer (not folded) gives a different map under gamma
     assert np.abs(expected).sum() > 0
+    if rule == "epsilon" and not depthwise:
+        # explaining the folded conv itself: its own output, no BatchNorm; LRP-0 of a linear
+        # layer is gradient × input
+        own = lrp(with_bn, images, layer="conv", target=2, epsilon=0.0)
+        x = tf.constant(images)
+        p = probe(with_bn)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            with p.capture("conv") as captured:
+                p.forward(x)
+            score = tf.reduce_sum(captured["conv"][..., 2])
+        np.testing.assert_allclose(own, (tape.gradient(score, x) * x).numpy(), rtol=1e-4, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- composites
