@@ -121,6 +121,54 @@ def test_guided_ig_completeness_and_path_on_a_smooth_cnn():
     points = np.stack([image * k / 8 for k in range(8)])
     left_ig = image * saliency(model, points, target=cls).mean(0)
     np.testing.assert_allclose(straight, left_ig, rtol=1e-4, atol=1e-6)
+    # so does fraction = 1: every feature moves at once, staying on the straight line
+    together = guided_ig(model, image, target=cls, steps=8, fraction=1.0, max_dist=0.5)
+    np.testing.assert_allclose(together, left_ig, rtol=1e-4, atol=1e-6)
+
+
+def _np_guided_ig(x, grad, steps, fraction, max_dist):
+    """Guided IG (Kapishnikov et al. 2021, Alg. 1, with PAIR's one gradient per step and its
+    window), zero baseline, written feature by feature."""
+    x = x.reshape(-1).astype(np.float64)
+    cur, attr, total = np.zeros_like(x), np.zeros_like(x), np.abs(x).sum()
+    for t in range(1, steps + 1):
+        g = grad(cur)
+        alpha = t / steps
+        lo, hi = max(alpha - max_dist, 0.0), min(alpha + max_dist, 1.0)
+        target = total * (1 - alpha)
+        done = np.zeros(x.size, bool)
+        while True:
+            before = cur.copy()
+            for i in range(x.size):  # features behind the window catch up
+                if x[i] != 0 and cur[i] / x[i] < lo:
+                    cur[i] = lo * x[i]
+            dist = np.abs(cur - x).sum()
+            if abs(dist - target) <= 1e-9 * max(total, 1):
+                attr += (cur - before) * g
+                break
+            done |= cur == hi * x
+            free = [i for i in range(x.size) if not done[i]]
+            mags = sorted(abs(g[i]) for i in free) + [np.inf] * int(done.sum())
+            threshold = sorted(mags)[int(np.floor(fraction * (x.size - 1)))]
+            chosen = [i for i in free if abs(g[i]) <= threshold]
+            span = sum(abs(cur[i] - hi * x[i]) for i in chosen)
+            gamma = (dist - target) / span if span > 0 else np.inf
+            for i in chosen:
+                cur[i] = hi * x[i] if gamma > 1 else cur[i] + gamma * (hi * x[i] - cur[i])
+            attr += (cur - before) * g
+            if gamma <= 1:
+                break
+    return attr
+
+
+def test_guided_ig_matches_a_plain_reference_on_a_quadratic_model(quadratic):
+    model, v = quadratic
+    x = np.random.default_rng(28).uniform(-1, 1, v.shape).astype(np.float32)
+    vf = v.reshape(-1).astype(np.float64)
+    got = guided_ig(model, x, target=0, steps=12, fraction=0.3, max_dist=0.1)
+    expected = _np_guided_ig(x, lambda c: 2 * (vf @ c) * vf, 12, 0.3, 0.1).reshape(x.shape)
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5 * np.abs(expected).max())
+    assert not np.allclose(got, x * 2 * (v * x).sum() * v / 2, rtol=1e-2)  # not the straight IG
 
 
 def test_argument_errors(linear):
@@ -136,3 +184,22 @@ def test_argument_errors(linear):
         guided_ig(model, x, max_dist=2.0)
     with pytest.raises(ValueError, match="baseline"):
         guided_ig(model, x, baseline=np.zeros((3, 3)))
+
+
+class _Mine(Exception):
+    pass
+
+
+def _raising(outputs):
+    raise _Mine("from the user's target")
+
+
+def test_a_users_exception_comes_back_and_nothing_changes(linear):
+    from nbviz import lrp, xrai
+
+    model, _, _ = linear
+    x = np.zeros((10, 12, 2), np.float32)
+    for fn, kw in ((blur_ig, dict(steps=4)), (guided_ig, dict(steps=4)), (lrp, {}),
+                   (xrai, dict(steps=4, segments=np.zeros((10, 12), int)))):
+        with unchanged(model), pytest.raises(_Mine):
+            fn(model, x, target=_raising, **kw)
