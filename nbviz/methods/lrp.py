@@ -6,7 +6,7 @@ dense output) and is redistributed layer by layer back to the input by the layer
 (:mod:`nbviz.methods.lrp_rules` has the formulas).
 
 How: the "gradient trick". During the trace of one compiled function the probe intercepts the
-``call`` of every Conv/Dense (and BatchNorm) layer with a ``tf.custom_gradient`` whose gradient is
+``call`` of every Conv/DepthwiseConv/Dense (and BatchNorm) layer with a ``tf.custom_gradient`` whose gradient is
 the rule; with relevance carried as ``R = a * c`` for each activation ``a``, the gradient of the
 score with respect to the input, times the input, is the relevance. ReLU, pooling (average:
 proportional to the inputs; max: winner takes all), Flatten/Reshape, padding, Dropout (inference),
@@ -19,7 +19,9 @@ at the image.
 
 BatchNorm right after a Conv/Dense with a linear activation is folded into that layer's rule
 computation (``W s``, ``(b - mean) s + beta`` with ``s = gamma / sqrt(var + eps)``) and never
-into the model; a BatchNorm elsewhere is its own per-channel linear unit. Interceptions are
+into the model: during the trace the pair runs as that one unit (equal to the two layers up to
+float rounding), unless the Conv/Dense itself is the explained ``layer``. A BatchNorm elsewhere
+is its own per-channel linear unit. Interceptions are
 scoped and undone in ``finally``; the model is never changed. A layer with no rule (recurrent,
 transposed or separable convolutions, attention, other activations, custom leaf layers) raises
 a ValueError naming every one. Nested models and custom layers made of sub-layers are
