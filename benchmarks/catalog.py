@@ -55,7 +55,8 @@ class Group:
         return " and ".join(parts)
 
 
-# per method key: (floor or None, options, max_ratio) where they differ from the default
+# per method key: (floor or None, options, max_ratio[, floor_times]) where they differ from the
+# default
 _BENCH = {
     "gradcam": ("fwd_bwd@1", {}, 0.55),
     "gradcam_pp": ("fwd_bwd@1", {}, 0.6),
@@ -65,7 +66,8 @@ _BENCH = {
     "vargrad": ("fwd_bwd@20", {"n": 20}, 1.1),
     "integrated_gradients": ("fwd_bwd@32", {"steps": 32, "batch_size": 32}, 1.1),
     "blur_ig": ("fwd_bwd@32", {"steps": 32}, 1.2),
-    "guided_ig": ("fwd_bwd@32", {"steps": 32}, 1.2),
+    "guided_ig": ("fwd_bwd@1", {"steps": 32}, 1.2, 32),  # sequential: one gradient per step
+    "xrai": ("fwd_bwd@32", {"steps": 32}, None, 2),  # two IG runs (black and white baselines)
     "occlusion": ("forward@{occ}", {"window": "{win}", "stride": "{win}", "batch_size": 64}, 1.05),
     "scorecam": ("forward@{channels}", {}, 1.1),
     "layercam": ("fwd_bwd@1", {}, 0.6),
@@ -107,15 +109,15 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
 
     out = []
     for m in table.METHODS:
-        if m.runner is not None or m.on_demand:
+        if m.runner is not None:
             continue
-        floor, options, max_ratio = _BENCH.get(m.key, ("fwd_bwd@1", {}, None))
+        floor, options, max_ratio, *times = _BENCH.get(m.key, ("fwd_bwd@1", {}, None))
         options = {k: _fill(v, size, model) for k, v in options.items()}
         floor = _fill(floor, size, model)
         if m.key == "rise" and rise_masks:
             options["n"], floor = rise_masks, f"forward@{rise_masks}"
         out.append(Group(m.key, m.label, {"kind": "method", "name": m.key, "options": options},
-                         floor, max_ratio=max_ratio,
+                         floor, floor_times=times[0] if times else 1, max_ratio=max_ratio,
                          peers=tuple(p for p, ms in PEER_METHODS.items() if m.key in ms)))
     out.append(Group("gradcam@8", "Grad-CAM, batch 8",
                      {"kind": "method", "name": "gradcam", "batch": 8, "options": {}}, "fwd_bwd@8",
