@@ -35,6 +35,12 @@ _EXPORTS = {
     "fully_convolutional": "nbviz.methods.receptive_field",
     "plot_rf_grid": "nbviz.methods.rf_plot",
     "plot_gradient_at": "nbviz.methods.rf_plot",
+    # semantic dictionary and neuron groups (Building Blocks of Interpretability)
+    "dictionary": "nbviz.methods.dictionary",
+    "SemanticDictionary": "nbviz.methods.dictionary",
+    "neuron_groups": "nbviz.methods.neuron_groups",
+    "NeuronGroups": "nbviz.methods.neuron_groups",
+    "color_groups": "nbviz.methods.neuron_groups",
     # the widget
     "Explorer": "nbviz.widget",
 }
