@@ -256,10 +256,12 @@ def _callable_key(fn):
     code = getattr(fn, "__code__", None)
     if code is not None:
         cells = tuple(_plain(c.cell_contents) for c in (fn.__closure__ or ()))
-        if any(c is False for c in cells):
+        defaults = tuple(_plain(d) for d in (fn.__defaults__ or ()))
+        defaults += tuple(_plain(d) for d in sorted((fn.__kwdefaults__ or {}).items()))
+        if any(c is False for c in cells + defaults):
             return False
         parts = (fn.__module__, fn.__qualname__, code.co_code.hex(), repr(code.co_consts),
-                 code.co_names, repr(fn.__defaults__), cells)
+                 code.co_names, defaults, cells)
         return hashlib.sha256(repr(parts).encode()).hexdigest()
     text = repr(fn)
     return False if " at 0x" in text else text
