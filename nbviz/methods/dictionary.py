@@ -82,7 +82,7 @@ def dictionary(model, image, layer, cell, *, k: int = 8, target=None, by: str = 
     """The top ``k`` channels of ``layer`` at ``cell = (y, x)`` for one image (H×W×C).
 
     ``layer``: a spatial layer (name, path or object); ``cell``: a position on its h×w output map
-    (e.g. from :meth:`nbviz.ReceptiveField.cell_at` for a clicked pixel); ``k``: how many channels
+    (e.g. ``nbviz.receptive_field(model, layer).cell((y, x))`` for a clicked pixel); ``k``: how many channels
     (at most the layer's ``c``); ``target``: what to explain (None: the top class); ``by``:
     ``"activation"`` or ``"attribution"`` (see the module docstring); ``preprocess``: raw image ->
     model input.
