@@ -212,3 +212,22 @@ def test_color_groups_mixes_group_colours_by_strength():
         color_groups(maps, colors=colors[:1])
     with pytest.raises(ValueError, match="non-negative"):
         color_groups(-maps)
+
+
+def test_a_layer_inside_a_nested_model():
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential([keras.Input((16, 16, 3)),
+                              keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
+                              keras.layers.Conv2D(6, 3, name="c2"), keras.layers.ReLU(name="r2")],
+                             name="inner")
+    inp = keras.Input((16, 16, 3))
+    out = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(inner(inp)))
+    model = keras.Model(inp, out)
+    image = np.random.default_rng(3).uniform(0, 1, (16, 16, 3)).astype(np.float32)
+    acts = nbviz.activations(model, image, "inner/r2")
+    cell = tuple(int(v) for v in np.unravel_index(np.argmax(acts.sum(-1)), acts.shape[:2]))
+    with unchanged(model):
+        d = nbviz.dictionary(model, image, "inner/r2", cell, k=4, target=1)
+        g = nbviz.neuron_groups(model, image, "inner/r2", n=3, target=1)
+    np.testing.assert_array_equal(d.channels, np.argsort(-acts[cell], kind="stable")[:4])
+    assert d.layer == g.layer == "inner/r2" and g.spatial.shape == acts.shape[:2] + (3,)
