@@ -129,17 +129,19 @@ def icons(model, layer, channels, *, size=64, steps: int = 64, preprocess: Calla
         padded = [items[i] for i in chunk] + [items[chunk[-1]]] * (width - len(chunk))
         objective = (channel_objective(info.path, padded) if kind == "channel"
                      else directions_objective(info.path, np.asarray(padded)))
-        progress = None
-        if callback is not None:
-            def progress(step, images, value, _chunk=tuple(chunk)):
-                if step < steps:
-                    callback(IconPreview(_chunk, images[:len(_chunk)], step, steps))
+        reached = [0]
+
+        def progress(step, images, value, _chunk=tuple(chunk)):
+            reached[0] = step
+            if callback is not None and step < steps:
+                callback(IconPreview(_chunk, images[:len(_chunk)], step, steps))
+
         pictures = render(p, objective, steps=steps, size=size, batch=width, param=param, lr=lr,
-                          seed=seed, preprocess=preprocess, callback=progress, every=every,
-                          stop=stop)
+                          seed=seed, preprocess=preprocess, callback=progress,
+                          every=every if callback is not None else steps, stop=stop)
         pictures = np.round(pictures[:len(chunk)] * 255.0).astype(np.uint8)
         out[chunk] = pictures.astype(np.float32) / 255.0
-        if stop is not None and stop.is_set():
+        if reached[0] < steps:  # stopped before the last step: not finished, not cached
             raise IconsStopped(out, done)
         done[chunk] = True
         if store is not None:

@@ -198,6 +198,22 @@ def test_stop_raises_with_what_there_is(toy):
     assert info.value.images.shape == (2, 32, 32, 3) and not info.value.done.any()
 
 
+def test_stop_between_batches_keeps_the_finished_icons(toy, tmp_path):
+    stop, cache = fv.Stop(), IconCache(tmp_path)
+
+    def callback(preview):
+        if preview.final:
+            stop.set()  # after the first batch is finished (and cached)
+
+    with pytest.raises(fv.IconsStopped) as info:
+        fv.icons(toy, "relu2", [0, 1], cache=cache, batch_size=1, callback=callback, stop=stop,
+                 **FAST)
+    assert info.value.done.tolist() == [True, False] and len(cache.entries()) == 1
+    stop.clear()
+    again = fv.icons(toy, "relu2", [0], cache=cache, **FAST)
+    np.testing.assert_array_equal(again[0], info.value.images[0])
+
+
 # --------------------------------------------------------------------------- the cache
 
 
