@@ -43,6 +43,13 @@ _EXPORTS = {
     # training
     "Recorder": "nbviz.callbacks",
     "open_run": "nbviz.runstore",
+
+    # semantic dictionary and neuron groups (Building Blocks of Interpretability)
+    "dictionary": "nbviz.methods.dictionary",
+    "SemanticDictionary": "nbviz.methods.dictionary",
+    "neuron_groups": "nbviz.methods.neuron_groups",
+    "NeuronGroups": "nbviz.methods.neuron_groups",
+    "color_groups": "nbviz.methods.neuron_groups",
     # the widget
     "Explorer": "nbviz.widget",
     # can I trust this map? (metrics, sanity checks, side-by-side comparison)
