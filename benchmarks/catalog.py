@@ -90,6 +90,12 @@ PEERS = tuple(PEER_METHODS)
 FEATVIS_LAYER = {"mobilenetv2": "out_relu", "resnet50": "conv5_block3_out", "tiny": "relu2"}
 # the layer Grad-CAM explains by default (the last spatial layer); tf-explain is given it
 GRADCAM_LAYER = {"mobilenetv2": "out_relu", "resnet50": "conv5_block3_out", "tiny": "conv3"}
+# the semantic dictionary's and neuron groups' layer (MobileNetV2: 14×14×576)
+DICTIONARY_LAYER = {"mobilenetv2": "block_13_expand_relu", "resnet50": "conv4_block6_out",
+                    "tiny": "relu2"}
+# feature-visualisation steps of the icon rows (the issue states 128; 32 keeps `make bench` within
+# its 20 minutes on 2 cores, and the row is a ratio to the same work)
+ICON_STEPS = 32
 # channels of GRADCAM_LAYER (Score-CAM's floor is one forward of that many masked images)
 LAST_CHANNELS = {"mobilenetv2": 1280, "resnet50": 2048, "tiny": 16}
 
@@ -133,11 +139,25 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
               max_ratio=1.2),
         Group("randomisation", "model randomisation, Grad-CAM, every layer (demo model)",
               {"kind": "randomisation", "options": {"method": "gradcam"}}, None, max_seconds=10.0),
+        Group("dictionary", "semantic dictionary at a click (k=8, by attribution)",
+              {"kind": "dictionary", "options": {"layer": DICTIONARY_LAYER[model]}}, max_seconds=0.1),
+        Group("neuron_groups", "neuron groups (NMF, n=6) incl. forward/backward",
+              {"kind": "neuron_groups", "options": {"layer": DICTIONARY_LAYER[model]}}, None,
+              max_seconds=0.3),
+        Group("icons_cached", "8 icons read from the disk cache",
+              {"kind": "icons", "options": {"layer": FEATVIS_LAYER[model], "size": 128,
+                                            "steps": ICON_STEPS, "cached": True}}, None,
+              max_seconds=0.02),
         Group("explorer_click", "Explorer click → frame", {"kind": "explorer_click"}, None,
               max_seconds=0.15),
         Group("frame_512", "512×512 RGBA frame build + send", {"kind": "frame_512"}, None,
               max_seconds=0.03),
     ]
+    if not quick:
+        ascent = {"layer": FEATVIS_LAYER[model], "size": 128, "steps": ICON_STEPS}
+        out.append(Group("icons", f"8 icons, 128², {ICON_STEPS} steps, one batch",
+                         {"kind": "icons", "options": ascent}, None, max_ratio=1.2))
+        out[-1] = dataclasses.replace(out[-1], floor="ascent@8")
     if model in FEATVIS_LAYER and not quick:
         out.append(Group("featvis", f"feature visualisation, {featvis_steps} steps",
                          {"kind": "featvis", "options": {"layer": FEATVIS_LAYER[model],
@@ -147,7 +167,8 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
     return out
 
 
-def floor_spec(key: str) -> dict:
-    """``"fwd_bwd@8"`` -> ``{"kind": "floor", "name": "fwd_bwd", "batch": 8}``."""
+def floor_spec(key: str, options: dict | None = None) -> dict:
+    """``"fwd_bwd@8"`` -> ``{"kind": "floor", "name": "fwd_bwd", "batch": 8}`` (``options``: the
+    ascent floor's layer, size and steps)."""
     name, _, batch = key.partition("@")
-    return {"kind": "floor", "name": name, "batch": int(batch)}
+    return {"kind": "floor", "name": name, "batch": int(batch), "options": dict(options or {})}

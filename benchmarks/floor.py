@@ -37,3 +37,29 @@ def fwd_bwd_fn(model, jit_compile: bool = False):
 
 def onehot(classes, n_classes: int) -> tf.Tensor:
     return tf.one_hot(np.asarray(classes), n_classes, dtype=tf.float32)
+
+
+def ascent_fn(model, layer: str, *, batch: int, size: int, steps: int):
+    """The bare work of rendering ``batch`` channel visualisations at once: ``steps`` Adam steps
+    on a ``batch``×size×size×3 pixel image, each the gradient of the mean of channel
+    ``first + b`` of ``layer`` (a sub-model up to that layer). No parametrisation, transforms or
+    preprocessing: the least any feature-visualisation library must compute."""
+    sub = tf.keras.Model(model.inputs, model.get_layer(layer).output)
+    image = tf.Variable(tf.zeros((batch, size, size, 3)))
+    opt = tf.keras.optimizers.Adam(0.05)
+
+    @tf.function
+    def step(channels):
+        with tf.GradientTape() as tape:
+            out = sub(image, training=False)
+            picked = tf.gather(out, channels, axis=-1, batch_dims=0)
+            score = tf.reduce_sum(tf.linalg.diag_part(tf.reduce_mean(picked, axis=(1, 2))))
+        opt.apply_gradients([(-tape.gradient(score, image), image)])
+
+    def run(first: int):
+        image.assign(tf.random.stateless_uniform(image.shape, (first, 0)))
+        channels = tf.range(first, first + batch)
+        for _ in range(steps):
+            step(channels)
+        return image.numpy()
+    return run

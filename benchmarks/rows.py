@@ -138,6 +138,38 @@ def factory(spec: dict) -> Callable[[int], Any]:
         method = spec.get("options", {}).get("method", "gradcam")
         demo_model = demo.load_model()
         return lambda i: sanity.model_randomisation(method, demo_model, demo.image(i % 32))
+    if kind == "dictionary":
+        # the semantic dictionary at a new cell of a new image (one forward/backward)
+        import nbviz
+        layer = spec["options"]["layer"]
+        h, w = nbviz.probe.probe(model).layer(layer).output_shape[1:3]
+
+        def run(i):
+            x, k = get(i)
+            return nbviz.dictionary(model, x, layer, ((3 * i) % h, (5 * i) % w), k=8, target=k,
+                                    by="attribution")
+        return _counting(model, run)
+    if kind == "neuron_groups":
+        import nbviz
+        layer = spec["options"]["layer"]
+        return lambda i: nbviz.neuron_groups(model, get(i)[0], layer, n=6)
+    if kind == "icons":
+        # 8 channels rendered as one batch (no disk cache), or read back from the disk cache
+        import tempfile
+
+        from nbviz import featvis
+        o = spec["options"]
+        cached = bool(o.get("cached"))
+        root = tempfile.mkdtemp(prefix="nbviz-bench-icons-")
+        cache = featvis.IconCache(root) if cached else False
+
+        def run(i):
+            channels = list(range(8)) if cached else list(range(8 * i, 8 * i + 8))
+            return featvis.icons(model, o["layer"], channels, size=int(o["size"]),
+                                 steps=int(o["steps"]), cache=cache, param="fft")
+        if cached:
+            run(0)  # fill the cache once: every sample is then a hit
+        return _counting(model, run)
     if kind in ("explorer_click", "frame_512"):
         import widget_rows
         return getattr(widget_rows, kind)(model, spec, get)
@@ -145,8 +177,16 @@ def factory(spec: dict) -> Callable[[int], Any]:
 
 
 def floor_row(model, spec: dict) -> Callable[[int], Any]:
-    """The floor: ``forward`` or ``fwd_bwd`` (XLA-compiled with ``fwd_bwd_xla``) at ``batch``."""
-    name, get = spec["name"], batches(spec)
+    """The floor: ``forward`` or ``fwd_bwd`` (XLA-compiled with ``fwd_bwd_xla``) at ``batch``;
+    ``ascent``: a bare batched gradient-ascent loop on a channel's mean (see :mod:`floor`)."""
+    name = spec["name"]
+    if name == "ascent":
+        from floor import ascent_fn
+        o = spec["options"]
+        fn = ascent_fn(model, o["layer"], batch=int(spec.get("batch", 8)), size=int(o["size"]),
+                       steps=int(o["steps"]))
+        return lambda i: fn(8 * i)
+    get = batches(spec)
     n_classes = int(model.outputs[0].shape[-1])
     if name == "forward":
         fn = forward_fn(model)

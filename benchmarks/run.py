@@ -119,7 +119,8 @@ def group_rows(group, base: dict, workers: dict) -> list[il.Row]:
     import catalog
     rows = []
     if group.floor is not None:
-        rows.append(il.Row(f"{group.key}/floor", "nbviz", {**base, **catalog.floor_spec(group.floor)}))
+        rows.append(il.Row(f"{group.key}/floor", "nbviz",
+                           {**base, **catalog.floor_spec(group.floor, group.spec.get("options"))}))
     rows.append(il.Row(f"{group.key}/nbviz", "nbviz", {**base, **group.spec}))
     if "peers" in workers:
         batch = group.spec.get("batch", 1)
