@@ -14,9 +14,11 @@ Conventions (stated, since the paper leaves them open):
   ``get_2d_projection`` subtracts the per-channel mean over positions first (the first
   principal component proper), which makes the map ``u - mean(u)`` for the same activation.
 * **sign**: a singular vector's sign is arbitrary, so it is fixed from the activations: the map
-  is flipped when its covariance over positions with the mean activation over channels
-  (``mean_c A_ijc``) is negative; when that covariance is zero, the sign of their inner product
-  decides. pytorch-grad-cam leaves the sign to the SVD routine.
+  is flipped when its inner product over positions with the mean activation over channels,
+  ``sum_ij M_ij mean_c A_ijc``, is negative (uncentred, like the SVD; when it is zero, when the
+  map's sum is negative). For non-negative activations (after a ReLU) ``v1`` can be taken
+  non-negative (Perron-Frobenius) and this rule picks exactly that sign, so the map is >= 0.
+  pytorch-grad-cam leaves the sign to the SVD routine.
 * then the common CAM tail (:func:`nbviz.methods.cam_tools.finish`): ReLU, bilinear
   upsampling, division by the maximum.
 
@@ -45,11 +47,8 @@ def principal_map(acts: tf.Tensor) -> tf.Tensor:
     _, _, v = tf.linalg.svd(flat, full_matrices=False)
     proj = tf.linalg.matvec(flat, v[:, :, 0])  # (N, h·w)
     mean = tf.reduce_mean(flat, axis=-1)  # (N, h·w): the mean activation over channels
-    cov = tf.reduce_sum((proj - tf.reduce_mean(proj, axis=-1, keepdims=True))
-                        * (mean - tf.reduce_mean(mean, axis=-1, keepdims=True)), axis=-1)
-    dot = tf.reduce_sum(proj * mean, axis=-1)
-    sign = tf.sign(cov)
-    sign = tf.where(sign == 0, tf.sign(dot), sign)
+    sign = tf.sign(tf.reduce_sum(proj * mean, axis=-1))
+    sign = tf.where(sign == 0, tf.sign(tf.reduce_sum(proj, axis=-1)), sign)
     sign = tf.where(sign == 0, tf.ones_like(sign), sign)
     return tf.reshape(proj * sign[:, None], shape[:3])
 
