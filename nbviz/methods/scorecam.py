@@ -18,9 +18,9 @@ and the map is ``relu(sum_k w_k A_k)`` at the layer's resolution, then the commo
 Conventions:
 
 * ``f`` is the explained score of :mod:`nbviz.methods.targets`: the **logit** when the model
-  ends in a softmax, and no softmax is taken over the channel weights. (The paper's algorithm
-  and pytorch-grad-cam's ``ScoreCAM`` use softmax probabilities and then a softmax over the
-  channels' scores; pytorch-grad-cam also drops the ``- f(X_b)`` term.)
+  ends in a softmax, and no softmax is taken over the channel weights. (The paper uses class
+  probabilities; pytorch-grad-cam's ``ScoreCAM`` weights the channels by a softmax over the
+  channels of the masked images' target scores, without the ``- f(X_b)`` term.)
 * ``baseline`` (default 0, i.e. ``X ⊙ H_k`` as in the paper) is in the model's input space,
   after ``preprocess``.
 * ``top_n``: only the ``top_n`` channels with the largest mean activation (per image) are
