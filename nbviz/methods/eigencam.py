@@ -12,7 +12,9 @@ Conventions (stated, since the paper leaves them open):
   direction of largest second moment, not of largest variance. For a rank-1 activation
   ``A_ijc = u_ij v_c`` the map is exactly ``u`` (up to scale). pytorch-grad-cam's
   ``get_2d_projection`` subtracts the per-channel mean over positions first (the first
-  principal component proper), which makes the map ``u - mean(u)`` for the same activation.
+  principal component proper), which makes the projection ``±(u - mean(u))`` for the same
+  activation (after its ReLU and min-max scaling, ``u`` rescaled to [0, 1] only when the sign
+  comes out positive and ``min u = 0``).
 * **sign**: a singular vector's sign is arbitrary, so it is fixed from the activations: the map
   is flipped when its inner product over positions with the mean activation over channels,
   ``sum_ij M_ij mean_c A_ijc``, is negative (uncentred, like the SVD; when it is zero, when the

@@ -49,17 +49,28 @@ def rise_grids(n: int, cells: int, p: float, size: tuple[int, int], seed: int):
 
 def upsample_masks(grids, shifts, size: tuple[int, int]) -> tf.Tensor:
     """Masks (B, H, W) from grids (B, s, s) and shifts (B, 2): bilinear upsampling to
-    ``(s + 1) * ceil(H / s)`` × ``(s + 1) * ceil(W / s)``, then an H×W crop at each shift."""
+    ``(s + 1) * ceil(H / s)`` × ``(s + 1) * ceil(W / s)``, then an H×W crop at each shift.
+
+    Bilinear resizing is separable and linear, so each mask is ``R_y G R_x^T`` with ``R`` the
+    rows of the 1-D interpolation matrices (those of ``tf.image.resize``, half-pixel centres)
+    that the crop keeps: two small matrix products per mask, no full-size upsampled grid.
+    """
     grids = tf.convert_to_tensor(grids, tf.float32)
     shifts = tf.convert_to_tensor(shifts, tf.int32)
     cells = int(grids.shape[1])
     height, width = size
-    big = ((cells + 1) * math.ceil(height / cells), (cells + 1) * math.ceil(width / cells))
-    up = tf.image.resize(grids[..., None], big, method="bilinear")[..., 0]  # (B, bh, bw)
-    rows = shifts[:, :1] + tf.range(height)[None, :]  # (B, H)
-    cols = shifts[:, 1:] + tf.range(width)[None, :]  # (B, W)
-    up = tf.gather(up, rows, axis=1, batch_dims=1)  # (B, H, bw)
-    return tf.gather(up, cols, axis=2, batch_dims=1)  # (B, H, W)
+    r_y = _interpolation(cells, (cells + 1) * math.ceil(height / cells))  # (big_h, s)
+    r_x = _interpolation(cells, (cells + 1) * math.ceil(width / cells))  # (big_w, s)
+    rows = tf.gather(r_y, shifts[:, :1] + tf.range(height)[None, :])  # (B, H, s)
+    cols = tf.gather(r_x, shifts[:, 1:] + tf.range(width)[None, :])  # (B, W, s)
+    return tf.matmul(tf.matmul(rows, grids), cols, transpose_b=True)
+
+
+def _interpolation(cells: int, length: int) -> tf.Tensor:
+    """(length, cells): weights of each cell in each output position of a 1-D bilinear
+    resize from ``cells`` to ``length`` values (``tf.image.resize`` on the unit vectors)."""
+    unit = tf.eye(cells)[:, :, None, None]  # a batch of ``cells`` one-hot columns
+    return tf.transpose(tf.image.resize(unit, (length, 1), method="bilinear")[:, :, 0, 0])
 
 
 def rise(model, image, *, target=None, n=4000, cells=8, p=0.5, batch_size=256, seed=0,
