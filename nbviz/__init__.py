@@ -29,6 +29,13 @@ _EXPORTS = {
     "occlusion": "nbviz.methods.occlusion",
     "activations": "nbviz.methods.activations",
     "tile_channels": "nbviz.methods.activations",
+    "layercam": "nbviz.methods.layercam",
+    "eigencam": "nbviz.methods.eigencam",
+    "scorecam": "nbviz.methods.scorecam",
+    "ablationcam": "nbviz.methods.ablationcam",
+    "rise": "nbviz.methods.rise",
+    "vargrad": "nbviz.methods.gradients",
+    "gradient_x_input": "nbviz.methods.gradients",
     # receptive fields
     "ReceptiveField": "nbviz.methods.receptive_field",
     "receptive_field": "nbviz.methods.receptive_field",

@@ -173,6 +173,14 @@ _ASCENT = (
     Control("octave_scale", "float", 1.3, (1.0, 2.0, 0.05), label="octave ×"),
     Control("param", "toggle", "fft", ("fft", "pixel")),
 )
+_TOP_N = Control("top_n", "choice", None, (None, 16, 32, 64, 128, 256, 512), label="channels",
+                 help="evaluate only the top-N channels by mean activation (None: all)")
+_RISE = (
+    Control("masks", "int", 4000, (100, 8000, 100), arg="n", help="random masks"),
+    Control("cells", "int", 8, (2, 16, 1), help="mask grid cells per side"),
+    Control("keep", "float", 0.5, (0.1, 0.9, 0.05), arg="p", label="keep p",
+            help="probability that a grid cell is kept"),
+)
 
 _BLUR_STEPS = Control("blur_steps", "int", 32, (4, 200, 1), arg="steps", label="blur steps",
                       help="points on the blur path (PAIR saliency: 100)")
@@ -245,6 +253,21 @@ METHODS: tuple[Method, ...] = (
     Method("featvis", "feature visualisation", "nbviz.featvis:render", "picture", "features",
            needs=frozenset({"layer", "channel"}), controls=_ASCENT, on_demand=True,
            runner="nbviz.session.runners:feature_visualisation", cite="Olah et al. 2017"),
+    # issue 16 (methods helper): more CAMs, VarGrad, gradient × input, RISE
+    Method("layercam", "Layer-CAM", "nbviz.methods.layercam:layercam", "unsigned", "CAM", needs=_TL,
+           layers="differentiable", cite="Jiang et al. 2021"),
+    Method("eigencam", "Eigen-CAM", "nbviz.methods.eigencam:eigencam", "unsigned", "CAM",
+           needs=frozenset({"layer"}), cite="Muhammad & Yeasin 2020"),
+    Method("scorecam", "Score-CAM", "nbviz.methods.scorecam:scorecam", "unsigned", "CAM", needs=_TL,
+           controls=(_TOP_N,), on_demand=True, cite="Wang et al. 2020"),
+    Method("ablationcam", "Ablation-CAM", "nbviz.methods.ablationcam:ablationcam", "unsigned", "CAM",
+           needs=_TL, on_demand=True, cite="Desai & Ramaswamy 2020"),
+    Method("vargrad", "VarGrad", "nbviz.methods.gradients:vargrad", "unsigned", "gradient",
+           controls=(_SAMPLES, _NOISE), reduce="sum", cite="Adebayo et al. 2018"),
+    Method("gradient_x_input", "gradient × input", "nbviz.methods.gradients:gradient_x_input", "signed",
+           "gradient", reduce="sum", cite="Shrikumar et al. 2016"),
+    Method("rise", "RISE", "nbviz.methods.rise:rise", "unsigned", "perturbation",
+           controls=_RISE, on_demand=True, cite="Petsiuk et al. 2018"),
 )
 
 _BY_KEY = {m.key: m for m in METHODS}
