@@ -25,6 +25,7 @@ import dataclasses
 import difflib
 import functools
 import os
+import re
 import threading
 import types
 import warnings
@@ -402,12 +403,42 @@ class Probe:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    self.forward(images, extra_inputs=self.zero_extra_inputs())
+                    out = self.forward(images, extra_inputs=self.zero_extra_inputs())
+                shape = tuple(out.shape)
+                if 0 in shape:  # a "valid" window larger than its input: empty output
+                    raise ValueError(f"the output is empty, shape {shape}")
+                problem = self._symbolic_problem(size)
+                if problem is not None:
+                    # TensorFlow's oneDNN convolution returns a map where Keras' shape
+                    # arithmetic gives an empty one (a "valid" window larger than its input)
+                    raise ValueError(problem)
                 cache[size] = None
             except Exception as err:  # noqa: BLE001 - whatever the model raises at that size
-                text = str(err).strip().splitlines()
-                cache[size] = f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+                lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+                telling = [line for line in lines if "negative" in line or "empty" in line]
+                text = re.sub(r"\x1b\[[0-9;]*m|\{\{function_node [^}]*\}\}\s*", "",
+                              (telling or lines or [""])[0])
+                cache[size] = f"{type(err).__name__}: {text}"[:300]
         return cache[size] is None
+
+    def _symbolic_problem(self, size) -> str | None:
+        """What Keras' own shape arithmetic finds wrong at ``size`` (an empty or negative output
+        size), or None (also when it cannot tell)."""
+        if self._n_inputs != 1:
+            return None
+        spec = self.image_input
+        shape = (1, spec.channels, *size) if spec.channels_first else (1, *size, spec.channels)
+        try:
+            out = self.model.compute_output_spec(keras.KerasTensor(shape, dtype="float32"))
+        except Exception as err:  # noqa: BLE001 - no symbolic shape: the forward pass decides
+            text = str(err).strip().splitlines()
+            return text[0][:200] if text and "negative" in text[0] else None
+        out = out[0] if isinstance(out, (list, tuple)) else (
+            next(iter(out.values())) if isinstance(out, dict) else out)
+        dims = tuple(getattr(out, "shape", ()) or ())
+        if any(d is not None and d <= 0 for d in dims):
+            return f"the output would be empty, shape {dims}"
+        return None
 
     def smallest_size(self, start: int = 1) -> int | None:
         """The smallest square side >= ``start`` the model runs at (doubling, then bisection;
@@ -693,6 +724,11 @@ class Probe:
         """
         if spec is not None:
             info = self.layer(spec)
+            if info.kind == "input":
+                raise ValueError(
+                    f"layer={info.path!r} is the model's input layer, whose output is the image "
+                    f"itself; choose a later layer: "
+                    + ", ".join(i.path for i in self.spatial_layers()[-5:]))
             if not info.is_spatial:
                 raise ValueError(
                     f"layer {info.path!r} has output shape {info.output_shape}, not a spatial "
@@ -815,6 +851,7 @@ class Probe:
         an evicted key's trace count is dropped with it.
         """
         with _LOCK:
+            self._functions.maxsize = self.max_functions  # may be set per probe
             function = self._functions.get(key)
             if function is None:
                 # a partial, not a closure: TensorFlow counts retraces per code object, and one
