@@ -737,10 +737,37 @@ class Probe:
                 )
             return info
         candidates = self.spatial_layers()
+        feeding = self._feeding_output()
+        if feeding is not None:  # a multi-output model: layers the explained output depends on
+            candidates = [i for i in candidates if id(i.layer) in feeding] or candidates
         if not candidates:
             raise ValueError(f"model {self.model.name!r} has no layer with a spatial 4-D output")
         big = [i for i in candidates if i.output_shape[1] * i.output_shape[2] > 1]
         return (big or candidates)[-1]
+
+    def _feeding_output(self) -> set | None:
+        """ids of the layers the model's first output depends on (a graph model with several
+        outputs), else None. Nested models count as their inner layers."""
+        outputs = getattr(self.model, "outputs", None) if hasattr(self.model, "_nodes_by_depth") \
+            else None
+        if not outputs or len(outputs) < 2:
+            return None
+        seen: set = set()
+        stack = [outputs[0]]
+        while stack:
+            tensor = stack.pop()
+            history = getattr(tensor, "_keras_history", None)
+            if history is None:
+                continue
+            op = history.operation
+            node = op._inbound_nodes[history.node_index]
+            if id(op) not in seen:
+                seen.add(id(op))
+                for sub in getattr(op, "_flatten_layers", lambda **k: [])(
+                        include_self=False, recursive=True):
+                    seen.add(id(sub))
+            stack.extend(node.input_tensors)
+        return seen
 
     def spatial_layers(self) -> list[LayerInfo]:
         """Layers with a 4-D output, in call order; inputs and nested models left out (their
