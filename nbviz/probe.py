@@ -401,7 +401,8 @@ class Probe:
         if size not in cache:
             images = tf.zeros((1, *size, spec.channels), tf.float32)
             try:
-                with warnings.catch_warnings():
+                # under the interception lock: no other thread's patch may see this pass
+                with _LOCK, warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     out = self.forward(images, extra_inputs=self.zero_extra_inputs())
                 shape = tuple(out.shape)

@@ -303,7 +303,7 @@ def test_errors_name_the_argument():
             nbviz.occlusion(model, x, baseline="black")
         with pytest.raises(TypeError, match="preprocess must be a callable"):
             nbviz.saliency(model, x, preprocess=3)
-    with pytest.raises(ValueError, match="scaled by a finite number, got nan"):
+    with pytest.raises(TypeError, match="scaled by a finite number, got nan"):
         O.channel("conv3", 0) * float("nan")
     with pytest.raises(ValueError, match="empty activation"):
         nbviz.tile_channels(np.zeros((4, 4, 0)))
