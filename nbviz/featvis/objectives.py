@@ -513,7 +513,7 @@ class Objective:
 def _is_number(k) -> bool:
     real = isinstance(k, numbers.Real) and not isinstance(k, (bool, np.bool_))
     if real and not np.isfinite(k):
-        raise ValueError(f"an objective can only be scaled by a finite number, got {k!r}")
+        raise TypeError(f"an objective can only be scaled by a finite number, got {k!r}")
     return real
 
 
