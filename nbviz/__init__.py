@@ -44,6 +44,8 @@ _EXPORTS = {
     "RFGrid": "nbviz.methods.receptive_field",
     "rf_grid": "nbviz.methods.receptive_field",
     "fully_convolutional": "nbviz.methods.receptive_field",
+    # per-model caches (probe, compiled functions, receptive fields, targets)
+    "clear_cache": "nbviz.probe",
     "plot_rf_grid": "nbviz.methods.rf_plot",
     "plot_gradient_at": "nbviz.methods.rf_plot",
     "effective_rf": "nbviz.methods.erf",

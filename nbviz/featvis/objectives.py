@@ -557,7 +557,10 @@ class Objective:
 
 
 def _is_number(k) -> bool:
-    return isinstance(k, numbers.Real) and not isinstance(k, (bool, np.bool_)) and np.isfinite(k)
+    real = isinstance(k, numbers.Real) and not isinstance(k, (bool, np.bool_))
+    if real and not np.isfinite(k):
+        raise TypeError(f"an objective can only be scaled by a finite number, got {k!r}")
+    return real
 
 
 def _single(term: Term) -> Objective:

@@ -59,7 +59,11 @@ def cam_function(p, images, sel, layer: str, plus_plus: bool):
             acts = captured[layer]
             acts = acts[0] if isinstance(acts, (list, tuple)) else acts
             score = _targets.scores(out, fn, region, channels, top)
-        grads = tf.cast(tape.gradient(score, acts), tf.float32)
+        grads = tape.gradient(score, acts)
+        if grads is None:
+            raise ValueError(f"the explained score does not depend on layer {layer!r} (it feeds "
+                             f"another output or none); pass a layer on the path to the output")
+        grads = tf.cast(grads, tf.float32)
         acts = tf.cast(acts, tf.float32)
         if plus_plus:
             g2 = tf.square(grads)

@@ -48,6 +48,10 @@ def smoothgrad(model, image, *, target=None, n=20, noise=0.15, seed=0, preproces
     """
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n (noisy copies) must be an int >= 1, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int (the noise's random seed), got {seed!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)):
+        raise TypeError(f"noise must be a number (a fraction of the input range), got {noise!r}")
     if not np.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite fraction >= 0 of the input range, got {noise!r}")
     p, images, single = prepare(model, image, preprocess)

@@ -112,6 +112,8 @@ class Explorer(W.VBox):
     def click(self, y: int, x: int) -> "Explorer":
         """Click image pixel (y, x) (what a mouse click on the canvas does)."""
         h, w = self.image.shape[:2]
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (y, x)):
+            raise TypeError(f"click(y, x) takes integer pixel coordinates, got ({y!r}, {x!r})")
         if not (0 <= y < h and 0 <= x < w):
             raise ValueError(f"click ({y}, {x}) is outside the {h}×{w} image")
         self.state.point = (int(y), int(x))
