@@ -104,7 +104,8 @@ def run_ray(model_spec, plan, source, pending, assembler, bar, *, address=None, 
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // plan.batch_size)))
         dataset = dataset.map_batches(
             RayExplainer, fn_constructor_args=(model_spec, plan), batch_size=plan.batch_size,
-            batch_format="numpy", concurrency=num_actors, num_gpus=num_gpus_per_actor,
+            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=num_actors),
+            num_gpus=num_gpus_per_actor,
             num_cpus=num_cpus_per_actor)
         for columns in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             batch = _batch(columns, meta)
