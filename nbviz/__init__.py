@@ -37,8 +37,11 @@ _EXPORTS = {
     "plot_gradient_at": "nbviz.methods.rf_plot",
     # the widget
     "Explorer": "nbviz.widget",
+    # whole datasets (nbviz/dataset/)
+    "explain_dataset": "nbviz.dataset",
+    "open_results": "nbviz.dataset",
 }
-_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget")
+_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget", "dataset")
 
 __all__ = ["ImageInput", "LayerInfo", "Probe", "__version__", *_EXPORTS, *_SUBMODULES]
 

@@ -1,0 +1,59 @@
+"""engine="ray": a Ray Data actor pool gives the same store as the local engine.
+
+Ray is started by this module (2 CPUs, no dashboard) and shut down at its end; if it cannot start
+the tests fail (Ray is an installed test extra), they never skip.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import ray
+
+from nbviz import demo
+from nbviz.dataset import explain_dataset
+from tests.dataset.conftest import write_pngs
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    # on 2 cores shared with other jobs, Ray's GCS can answer its first request late: give the
+    # request more than its default deadline (the startup itself is unchanged)
+    os.environ.setdefault("RAY_gcs_server_request_timeout_seconds", "240")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except Exception:  # a loaded machine can miss Ray's 30 s startup deadline once: one more try
+        ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _mass(model, image, attribution, *, target=None, preprocess=None):
+    return float(np.asarray(attribution).sum())
+
+
+@pytest.mark.slow
+def test_ray_and_local_engines_write_the_same_store(ray_cluster, demo_model, scenes, tmp_path):
+    src = tmp_path / "images"
+    write_pngs(src, scenes.images[:40], scenes.labels[:40])
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    args = dict(methods=("gradcam", "saliency"), metrics=(_mass,), batch_size=16, shard_size=16,
+                class_names=demo.LABELS, progress=False)
+    local = explain_dataset(demo_model, src, out=tmp_path / "local", **args)
+    # the actor builds its own model from a factory; Ray stays up (it was running before the call)
+    remote = explain_dataset(demo.load_model, src, out=tmp_path / "ray", engine="ray", num_actors=1, **args)
+    assert ray.is_initialized()
+    assert remote.manifest["runs"][-1]["engine"] == "ray"
+    assert len(remote) == len(local) == 40
+    assert remote.errors.to_pylist() == local.errors.to_pylist()
+    assert remote.errors["id"].to_pylist() == ["broken.png"]
+    for column in ("index", "id", "label", "prediction", "top_classes", "correct", "target", "label_name"):
+        assert remote.table[column].to_pylist() == local.table[column].to_pylist(), column
+    for column in ("score", "mass_gradcam", "mass_saliency"):
+        np.testing.assert_allclose(remote.table[column].to_numpy(), local.table[column].to_numpy(), rtol=1e-4)
+    for key in local.table["id"].to_pylist():
+        for method in ("gradcam", "saliency"):
+            a, b = remote.maps(key, method), local.maps(key, method)
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
+        assert remote.thumbnail(key) == local.thumbnail(key)
