@@ -17,8 +17,9 @@ from tests.dataset.conftest import write_pngs
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    # on 2 cores shared with other jobs, Ray's GCS can answer its first request late: give the
-    # request more than its default deadline (the startup itself is unchanged)
+    # on 2 cores shared with other jobs, Ray's processes start slowly: the raylet gives up on its
+    # metrics agent after ~30 s and the driver on the GCS's first answer; give both more time
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "240000")
     os.environ.setdefault("RAY_gcs_server_request_timeout_seconds", "240")
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
