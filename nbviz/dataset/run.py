@@ -35,13 +35,7 @@ def _model(model, safe_mode: bool, engine: str, out: Path):
         obj = load_model_file(model, safe_mode=safe_mode)
         return obj, ("path", str(Path(model).resolve()), safe_mode), str(model)
     if isinstance(model, keras.Model):
-        spec = None
-        if engine == "ray":  # actors rebuild it from a copy saved here, our own file: trusted
-            path = out / ".model.keras"
-            out.mkdir(parents=True, exist_ok=True)
-            model.save(path)
-            spec = ("path", str(path.resolve()), False)
-        return model, spec, model.name
+        return model, None, model.name  # for Ray: saved into the store once it exists
     if callable(model):
         obj = model()
         if not isinstance(obj, keras.Model):
@@ -184,7 +178,7 @@ def explain_dataset(model, source, *, methods=("gradcam",), metrics=(), target=N
     method_specs = resolve_methods(methods, options)
     metric_specs = resolve_metrics(metrics)
     src = as_source(source, labels, class_names)
-    if target == "label" and getattr(src, "labels", True) is None:
+    if target == "label" and (getattr(src, "labels", True) is None or getattr(src, "labelled", True) is False):
         raise ValueError("target='label' needs labels: pass labels= with the source")
     model_obj, model_spec, model_name = _model(model, safe_mode, engine, out)
 
@@ -232,6 +226,11 @@ def explain_dataset(model, source, *, methods=("gradcam",), metrics=(), target=N
     st = _store.Store(out, config, count=len(src), shard_size=shard_size, overwrite=overwrite)
     st.manifest["metric_columns"] = metric_columns
     st.manifest["displays"] = {m.name: (_table.method(m.key).display if m.key else None) for m in method_specs}
+    st.save_manifest()
+    if engine == "ray" and model_spec is None:  # actors rebuild an in-memory model from our own copy
+        path = out / ".model.keras"
+        model_obj.save(path)
+        model_spec = ("path", str(path.resolve()), False)
     done = st.finished()
     pending = [k for k in range(st.shard_count) if k not in done]
     initial = sum(len(st.shard_range(k)) for k in done)

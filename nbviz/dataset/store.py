@@ -146,7 +146,8 @@ class Store:
                 pid = int(p.name.split(".tmp-")[1].split("-")[0])
             except (IndexError, ValueError):
                 continue
-            if pid != os.getpid() and not _pid_alive(pid):
+            # this process writes one shard at a time, so its own leftovers are from an interrupt
+            if pid == os.getpid() or not _pid_alive(pid):
                 shutil.rmtree(p, ignore_errors=True)
 
     def save_manifest(self) -> None:

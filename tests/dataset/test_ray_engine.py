@@ -4,7 +4,9 @@ Ray is started by this module (2 CPUs, no dashboard) and shut down at its end; i
 the tests fail (Ray is an installed test extra), they never skip.
 """
 
+import contextlib
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -15,17 +17,48 @@ from nbviz.dataset import explain_dataset
 from tests.dataset.conftest import write_pngs
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _metrics_port_given():
+    """Ray's raylet waits about 15 s for its agents (Python processes) to publish their ports and
+    aborts after that; on 2 cores shared with other jobs their start takes longer. Choosing the
+    ports in advance removes the wait. Scoped to ray.init, undone afterwards."""
+    import ray._private.parameter as parameter
+
+    original = parameter.RayParams
+
+    class Params(original):
+        def __init__(self, *args, **kwargs):
+            for name in ("metrics_agent_port", "metrics_export_port", "dashboard_agent_listen_port",
+                         "runtime_env_agent_port"):
+                if not kwargs.get(name):
+                    kwargs[name] = _free_port()
+            super().__init__(*args, **kwargs)
+
+    parameter.RayParams = Params
+    try:
+        yield
+    finally:
+        parameter.RayParams = original
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
-    # on 2 cores shared with other jobs, Ray's processes start slowly: the raylet gives up on its
-    # metrics agent after ~30 s and the driver on the GCS's first answer; give both more time
-    os.environ.setdefault("RAY_agent_register_timeout_ms", "240000")
-    os.environ.setdefault("RAY_gcs_server_request_timeout_seconds", "240")
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    except Exception:  # a loaded machine can miss Ray's 30 s startup deadline once: one more try
-        ray.shutdown()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    os.environ.setdefault("RAY_gcs_server_request_timeout_seconds", "240")  # a slow first GCS answer
+    with _metrics_port_given():
+        for attempt in range(3):  # a loaded machine can still miss a startup deadline: retry
+            try:
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                break
+            except Exception:
+                ray.shutdown()
+                if attempt == 2:
+                    raise
     yield
     ray.shutdown()
 

@@ -1,0 +1,105 @@
+"""Dataset engine figures (issue 18): local engine vs the bare compiled method, the store's share,
+Ray 1 vs 2 actors.
+
+    PYTHONPATH=. python benchmarks/dataset_rows.py [--n 256] [--reps 5] [--ray]
+
+* ``local/bare``: images/s of ``explain_dataset(engine="local")`` (gradcam, batch 32, warm: the
+  compiled functions exist) over images/s of the bare call ``gradcam(model, batch of 32)`` on the
+  same images; the two are interleaved ``reps`` times and the ratio is reported as median
+  [min, max]. The engine's time includes everything a run does (loading, predictions, thumbnails,
+  the store); ``store share`` is the store's writing time over the run's wall time.
+* ``ray``: wall time and images/s of the same run with 1 and 2 actors (Ray started once, 2 CPUs),
+  the actors' start included and excluded (second run on a warm pool is not possible: each call
+  builds its pool), and the overhead against local.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main():
+    a = argparse.ArgumentParser()
+    a.add_argument("--n", type=int, default=256)
+    a.add_argument("--reps", type=int, default=5)
+    a.add_argument("--batch", type=int, default=32)
+    a.add_argument("--ray", action="store_true")
+    args = a.parse_args()
+
+    import nbviz
+    from nbviz import demo
+    from nbviz.demo import shapes
+
+    model = demo.load_model()
+    images = shapes.scenes(args.n, seed=11).images
+    tmp = Path(tempfile.mkdtemp(prefix="nbviz-bench-"))
+    b = args.batch
+
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: model(x, training=False))
+
+    def bare(with_predictions=False):
+        t = time.perf_counter()
+        for i in range(0, args.n, b):
+            nbviz.gradcam(model, images[i:i + b])
+            if with_predictions:  # the top-k a run also stores: one more forward
+                forward(tf.constant(images[i:i + b], tf.float32)).numpy()
+        return args.n / (time.perf_counter() - t)
+
+    def engine(k, **kw):
+        out = tmp / f"run{k}"
+        t = time.perf_counter()
+        r = nbviz.explain_dataset(model, images, methods=("gradcam",), out=out, batch_size=b,
+                                  shard_size=128, progress=False, **kw)
+        wall = time.perf_counter() - t
+        run = r.manifest["runs"][-1]
+        shutil.rmtree(out)
+        return args.n / wall, (run["write_s"] + run["finalize_s"]) / wall, wall
+
+    bare(), bare(True), engine("warm")  # compile everything at the batch shape
+    ratios, ratios2, shares, eng, bar = [], [], [], [], []
+    for k in range(args.reps):
+        x = bare()
+        x2 = bare(True)
+        y, share, _ = engine(k)
+        bar.append(x), eng.append(y), ratios.append(y / x), ratios2.append(y / x2), shares.append(share)
+    result = {
+        "n": args.n, "batch": b, "reps": args.reps,
+        "bare_ips": [round(v, 1) for v in bar], "engine_ips": [round(v, 1) for v in eng],
+        "ratio_median": round(statistics.median(ratios), 3),
+        "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
+        "ratio_vs_method_plus_forward_median": round(statistics.median(ratios2), 3),
+        "ratio_vs_method_plus_forward_range": [round(min(ratios2), 3), round(max(ratios2), 3)],
+        "store_share_median": round(statistics.median(shares), 3),
+        "store_share_max": round(max(shares), 3),
+    }
+    print(json.dumps(result), flush=True)
+    if args.ray:
+        import os
+
+        import ray
+
+        os.environ.setdefault("RAY_agent_register_timeout_ms", "240000")
+        os.environ.setdefault("RAY_gcs_server_request_timeout_seconds", "240")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        rows = {}
+        for actors in (1, 2, 1, 2):
+            ips, share, wall = engine(f"ray{actors}", engine="ray", num_actors=actors)
+            rows.setdefault(actors, []).append(round(wall, 2))
+        ray.shutdown()
+        local_wall = args.n / statistics.median(eng)
+        print(json.dumps({"ray_wall_s": rows, "local_wall_s": round(local_wall, 2)}), flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
