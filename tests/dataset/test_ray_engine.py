@@ -7,6 +7,7 @@ the tests fail (Ray is an installed test extra), they never skip.
 import contextlib
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,33 +25,40 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _metrics_port_given():
-    """Ray's raylet waits about 15 s for its agents (Python processes) to publish their ports and
-    aborts after that; on 2 cores shared with other jobs their start takes longer. Choosing the
-    ports in advance removes the wait. Scoped to ray.init, undone afterwards."""
+def _agent_ports_given(folder):
+    """Ray's raylet waits about 15 s for its agents (Python processes it starts) to publish their
+    ports in files, and aborts after that; on 2 cores shared with other jobs their start can take
+    longer. Choosing the ports in advance (and telling the raylet the dashboard agent's, which
+    Ray's Python side does not pass on) removes those waits. Scoped to ray.init, undone after."""
     import ray._private.parameter as parameter
+    import ray._private.services as services
 
-    original = parameter.RayParams
+    ports = {name: _free_port() for name in ("metrics_agent_port", "metrics_export_port",
+                                             "dashboard_agent_listen_port", "runtime_env_agent_port")}
+    original_params, original_raylet = parameter.RayParams, services.RAYLET_EXECUTABLE
 
-    class Params(original):
+    class Params(original_params):
         def __init__(self, *args, **kwargs):
-            for name in ("metrics_agent_port", "metrics_export_port", "dashboard_agent_listen_port",
-                         "runtime_env_agent_port"):
+            for name, port in ports.items():
                 if not kwargs.get(name):
-                    kwargs[name] = _free_port()
+                    kwargs[name] = port
             super().__init__(*args, **kwargs)
 
-    parameter.RayParams = Params
+    raylet = Path(folder) / "raylet"
+    raylet.write_text(f'#!/bin/sh\nexec "{original_raylet}" "$@" '
+                      f'--dashboard_agent_listen_port={ports["dashboard_agent_listen_port"]}\n')
+    raylet.chmod(0o755)
+    parameter.RayParams, services.RAYLET_EXECUTABLE = Params, str(raylet)
     try:
         yield
     finally:
-        parameter.RayParams = original
+        parameter.RayParams, services.RAYLET_EXECUTABLE = original_params, original_raylet
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(tmp_path_factory):
     os.environ.setdefault("RAY_gcs_server_request_timeout_seconds", "240")  # a slow first GCS answer
-    with _metrics_port_given():
+    with _agent_ports_given(tmp_path_factory.mktemp("ray")):
         for attempt in range(3):  # a loaded machine can still miss a startup deadline: retry
             try:
                 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -63,7 +71,7 @@ def ray_cluster():
     ray.shutdown()
 
 
-def _mass(model, image, attribution, *, target=None, preprocess=None):
+def mass(model, image, attribution, *, target=None, preprocess=None):
     return float(np.asarray(attribution).sum())
 
 
@@ -72,7 +80,7 @@ def test_ray_and_local_engines_write_the_same_store(ray_cluster, demo_model, sce
     src = tmp_path / "images"
     write_pngs(src, scenes.images[:40], scenes.labels[:40])
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    args = dict(methods=("gradcam", "saliency"), metrics=(_mass,), batch_size=16, shard_size=16,
+    args = dict(methods=("gradcam", "saliency"), metrics=(mass,), batch_size=16, shard_size=16,
                 class_names=demo.LABELS, progress=False)
     local = explain_dataset(demo_model, src, out=tmp_path / "local", **args)
     # the actor builds its own model from a factory; Ray stays up (it was running before the call)
