@@ -9,10 +9,11 @@ Layout of ``out/``::
     shards/00000/            one finished shard: the images with index in [k*S, (k+1)*S)
         results.parquet      its rows of the results table
         errors.parquet       its rows of the errors table
-        maps.zarr/           Zarr v3 group: one float32 array per method, (n, H, W[, C]), one
-                             chunk per image inside one Zarr shard (a single file per array),
-                             Blosc-zstd compressed; "images" (the pixels) for sources without files
-        thumbs/<index>.png   small PNG thumbnails (longer side <= thumbnail_size)
+        maps.zarr/           Zarr v3 group: one float32 array per method, (n, H, W[, C]), chunks
+                             of about 256 KiB (one image at 224 px, 16 at 64 px) inside one Zarr
+                             shard (a single file per array), Blosc-zstd compressed; "images"
+                             (the pixels) for sources without files
+        thumbs.parquet       index and PNG bytes of small thumbnails (longer side <= thumbnail_size)
         shard.json           its row/error counts and timings, written last
 
 A shard is built under ``shards/.<k>.tmp-<pid>-<random>/`` and renamed to ``shards/<k>/`` with
@@ -189,14 +190,18 @@ class Store:
             data = data[good]
             shape = data.shape
             if shape[0]:
-                chunks = (1, *shape[1:])
-                group.create_array(name, data=data, chunks=chunks, shards=shape, compressors=compressor)
+                # chunks of about 256 KiB (at least one image): reading one image's map decodes
+                # its chunk only; all chunks in one Zarr shard, i.e. one file per array
+                per_image = max(1, data[0].nbytes)
+                k = int(max(1, min(shape[0], (1 << 18) // per_image)))
+                chunks = (k, *shape[1:])
+                shards = (k * -(-shape[0] // k), *shape[1:])
+                group.create_array(name, data=data, chunks=chunks, shards=shards, compressors=compressor)
             else:
                 group.create_array(name, shape=shape, dtype=data.dtype, chunks=(1, *shape[1:]))
-        thumbs = tmp / "thumbs"
-        thumbs.mkdir()
-        for i in good:
-            (thumbs / f"{int(batch.index[i])}.png").write_bytes(batch.thumbs[i])
+        thumbs = pa.table({"index": pa.array([int(batch.index[i]) for i in good], pa.int64()),
+                           "png": pa.array([batch.thumbs[i] for i in good], pa.binary())})
+        pq.write_table(thumbs, tmp / "thumbs.parquet", compression="none")
         seconds = time.perf_counter() - t0
         info = {"shard": k, "rows": len(good), "errors": len(bad), "first": expected[0],
                 "last": expected[-1], "write_s": seconds, "written_at": time.time()}
@@ -328,6 +333,7 @@ class Results:
             self.table, self.errors = read_union(self.out)
         self._positions: dict | None = None
         self._arrays: dict = {}
+        self._thumbs: dict = {}
 
     # ---------------------------------------------------------------- description
 
@@ -407,7 +413,11 @@ class Results:
     def thumbnail(self, key) -> bytes:
         """PNG bytes of the image's thumbnail (ready for ``ipywidgets.Image(value=...)``)."""
         r = self.row(key)
-        return (self.out / SHARDS / f"{r['shard']:05d}" / "thumbs" / f"{r['index']}.png").read_bytes()
+        thumbs = self._thumbs.get(r["shard"])
+        if thumbs is None:  # one small file per shard, read once
+            table = pq.read_table(self.out / SHARDS / f"{r['shard']:05d}" / "thumbs.parquet")
+            thumbs = self._thumbs[r["shard"]] = dict(zip(table["index"].to_pylist(), table["png"].to_pylist()))
+        return thumbs[r["index"]]
 
     # ---------------------------------------------------------------- sort and filter
 

@@ -228,7 +228,7 @@ def thumbnail_png(image: np.ndarray, size: int) -> bytes:
     img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     img.thumbnail((size, size), Image.BILINEAR)
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False)
+    img.save(buf, format="PNG", compress_level=1)  # thumbnails: encode fast, a few KB anyway
     return buf.getvalue()
 
 
