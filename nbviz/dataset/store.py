@@ -11,7 +11,7 @@ Layout of ``out/``::
         errors.parquet       its rows of the errors table
         maps.zarr/           Zarr v3 group: one float32 array per method, (n, H, W[, C]), chunks
                              of about 256 KiB (one image at 224 px, 16 at 64 px) inside one Zarr
-                             shard (a single file per array), Blosc-zstd compressed; "images"
+                             shard (a single file per array), Blosc-LZ4 compressed; "images"
                              (the pixels) for sources without files
         thumbs.parquet       index and PNG bytes of small thumbnails (longer side <= thumbnail_size)
         shard.json           its row/error counts and timings, written last
@@ -182,7 +182,9 @@ class Store:
                           schema=ERROR_SCHEMA)
         pq.write_table(errors, tmp / "errors.parquet")
         group = zarr.open_group(tmp / "maps.zarr", mode="w", zarr_format=3)
-        compressor = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+        # LZ4 with byte shuffle: about 4x faster to write than zstd with bit shuffle, and only
+        # somewhat larger (measured on Grad-CAM maps: 0.51 vs 0.33 of the raw size)
+        compressor = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
         arrays = dict(batch.maps)
         if batch.images is not None:
             arrays["images"] = batch.images

@@ -254,16 +254,23 @@ class Worker:
 
         self._forward = core.compiled(p, ("dataset_outputs", size), forward)
         self._core = core
-        # warm up on zeros: compiles every function at the run's batch shape and learns shapes
-        zeros = np.zeros((plan.batch_size, *plan.size, plan.channels), np.float32)
-        outputs = self._predict(zeros)
-        self.classes = outputs.shape[-1] if outputs.ndim == 2 else None
+        from nbviz.methods.core import explained_shape
+
+        shape = explained_shape(p, None, tuple(plan.size))  # the output's, no forward pass when known
+        self.classes = shape[-1] if len(shape) == 2 else None
         if plan.target in TARGETS and self.classes is None:
             raise ValueError(f"target={plan.target!r} needs a class-vector output; the model outputs "
-                             f"shape {outputs.shape}")
-        maps = self._explain(zeros, self._targets(outputs, [0] * plan.batch_size))
+                             f"shape {shape}")
+        self.output_width = self.classes or 0
+        self.map_shapes = None  # learnt from the first batch (or a batch of zeros, if needed first)
+
+    def _learn_shapes(self):
+        """Map shapes from one batch of zeros (only when a batch holds no usable image at all
+        before any real batch was seen: its rows still need zero maps of the right shape)."""
+        zeros = np.zeros((self.plan.batch_size, *self.plan.size, self.plan.channels), np.float32)
+        outputs = self._predict(zeros)
+        maps = self._explain(zeros, self._targets(outputs, [0] * self.plan.batch_size))
         self.map_shapes = {k: v.shape[1:] for k, v in maps.items()}
-        self.output_width = outputs.shape[-1] if outputs.ndim == 2 else 0
 
     # ---------------------------------------------------------------- pieces
 
@@ -318,7 +325,10 @@ class Worker:
             pixels.append(image)
         width = self.output_width
         outputs = np.zeros((n, width), np.float32)
-        maps = {k: np.zeros((n, *s), np.float32) for k, s in self.map_shapes.items()}
+        if self.map_shapes is None and not good:
+            self._learn_shapes()
+        maps = {} if self.map_shapes is None else {
+            k: np.zeros((n, *s), np.float32) for k, s in self.map_shapes.items()}
         metrics = {f"{mt.name}_{m.name}": np.full(n, np.nan) for m in plan.methods for mt in plan.metrics}
         targets: list = [None] * n
         thumbs = [b""] * n
@@ -339,6 +349,8 @@ class Worker:
             if width:
                 outputs[rows] = out[:real]
             for k, v in result.items():
+                if k not in maps:  # the first batch: now the shapes are known
+                    maps[k] = np.zeros((n, *v.shape[1:]), np.float32)
                 maps[k][rows] = v[:real]
             for j, i in enumerate(rows):
                 if target is None:
@@ -353,6 +365,8 @@ class Worker:
                         value = fn(self.model, chunk[j], result[m.name][j],
                                    target=targets[i], preprocess=plan.preprocess)
                         metrics[f"{spec.name}_{m.name}"][i] = metric_value(value)
+        if self.map_shapes is None and maps:
+            self.map_shapes = {k: v.shape[1:] for k, v in maps.items()}
         return Batch(
             index=np.array([it.index for it in items], np.int64), ids=[it.id for it in items],
             paths=[it.path for it in items], labels=[it.label for it in items], error=errors,

@@ -203,3 +203,18 @@ def test_out_folder_that_is_not_a_store_is_refused(demo_model, scenes, tmp_path)
     with pytest.raises(ValueError, match="refuses to delete"):
         explain_dataset(demo_model, scenes.images[:4], out=tmp_path, overwrite=True, progress=False)
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_a_first_batch_of_only_bad_files(demo_model, scenes, tmp_path):
+    """The first batch (and shard) has no usable image: its rows are errors, the rest runs."""
+    src = tmp_path / "images"
+    src.mkdir()
+    (src / "a1.png").write_bytes(b"garbage")
+    (src / "a2.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    for k in range(3):
+        Image.fromarray(scenes.images[k]).save(src / f"b{k}.png")
+    r = explain_dataset(demo_model, src, methods=("gradcam", "saliency"), out=tmp_path / "out",
+                        batch_size=2, shard_size=2, progress=False)
+    assert r.errors["id"].to_pylist() == ["a1.png", "a2.jpg"] and len(r) == 3
+    for k in range(3):
+        _close(r.maps(f"b{k}.png", "saliency"), nbviz.saliency(demo_model, scenes.images[k]))
