@@ -148,6 +148,8 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
               {"kind": "icons", "options": {"layer": FEATVIS_LAYER[model], "size": 128,
                                             "steps": ICON_STEPS, "cached": True}}, None,
               max_seconds=0.02),
+        Group("dataset_local", "explain_dataset, local engine, 32 images, Grad-CAM",
+              {"kind": "dataset", "options": {"engine": "local"}}, "gradcam@32", max_ratio=1.11),
         Group("explorer_click", "Explorer click → frame", {"kind": "explorer_click"}, None,
               max_seconds=0.15),
         Group("frame_512", "512×512 RGBA frame build + send", {"kind": "frame_512"}, None,
@@ -158,6 +160,12 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
         out.append(Group("icons", f"8 icons, 128², {ICON_STEPS} steps, one batch",
                          {"kind": "icons", "options": ascent}, None, max_ratio=1.2))
         out[-1] = dataclasses.replace(out[-1], floor="ascent@8")
+    if not quick:
+        for actors in (1, 2):
+            out.append(Group(f"dataset_ray{actors}",
+                             f"explain_dataset, Ray engine, {actors} actor(s), against local",
+                             {"kind": "dataset", "options": {"engine": "ray", "actors": actors}},
+                             "dataset_local@32", max_ratio=1.15 if actors == 1 else None))
     if model in FEATVIS_LAYER and not quick:
         out.append(Group("featvis", f"feature visualisation, {featvis_steps} steps",
                          {"kind": "featvis", "options": {"layer": FEATVIS_LAYER[model],

@@ -58,7 +58,7 @@ def ascent_fn(model, layer: str, *, batch: int, size: int, steps: int):
 
     def run(first: int):
         image.assign(tf.random.stateless_uniform(image.shape, (first, 0)))
-        channels = tf.range(first, first + batch)
+        channels = tf.range(first, first + batch) % int(sub.output.shape[-1])
         for _ in range(steps):
             step(channels)
         return image.numpy()

@@ -62,6 +62,11 @@ def batches(spec: dict) -> Callable[[int], tuple[np.ndarray, int]]:
     return get
 
 
+def nbviz_probe(model):
+    from nbviz.probe import probe
+    return probe(model)
+
+
 def _traces(model) -> Callable[[], int]:
     from nbviz.probe import probe
     return lambda: probe(model).trace_count()
@@ -163,13 +168,42 @@ def factory(spec: dict) -> Callable[[int], Any]:
         root = tempfile.mkdtemp(prefix="nbviz-bench-icons-")
         cache = featvis.IconCache(root) if cached else False
 
+        count = int(nbviz_probe(model).layer(o["layer"]).output_shape[-1])
+
         def run(i):
-            channels = list(range(8)) if cached else list(range(8 * i, 8 * i + 8))
+            channels = list(range(8)) if cached else [(8 * i + c) % count for c in range(8)]
             return featvis.icons(model, o["layer"], channels, size=int(o["size"]),
                                  steps=int(o["steps"]), cache=cache, param="fft")
         if cached:
             run(0)  # fill the cache once: every sample is then a hit
         return _counting(model, run)
+    if kind == "dataset":
+        # explain_dataset on 32 new images (one batch), Grad-CAM, into a new store each sample;
+        # engine "local", or "ray" with ``actors`` actors on a Ray started once in this worker
+        import shutil
+        import tempfile
+
+        import nbviz
+        o = spec.get("options", {})
+        engine, actors = o.get("engine", "local"), int(o.get("actors", 1))
+        images = np.load(spec["images"])
+        root = tempfile.mkdtemp(prefix="nbviz-bench-dataset-")
+        if engine == "ray":
+            import ray
+            if not ray.is_initialized():
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            source = spec["weights"].replace(".weights.h5", ".keras")
+            model.save(source)
+        else:
+            source = model
+
+        def run(i):
+            batch = images[(32 * i + np.arange(32)) % len(images)]
+            out = f"{root}/{i}"
+            nbviz.explain_dataset(source, batch, methods=("gradcam",), out=out, engine=engine,
+                                  batch_size=32, progress=False, num_actors=actors)
+            shutil.rmtree(out, ignore_errors=True)
+        return run
     if kind in ("explorer_click", "frame_512"):
         import widget_rows
         return getattr(widget_rows, kind)(model, spec, get)
@@ -188,6 +222,13 @@ def floor_row(model, spec: dict) -> Callable[[int], Any]:
         return lambda i: fn(8 * i)
     get = batches(spec)
     n_classes = int(model.outputs[0].shape[-1])
+    if name == "dataset_local":  # the local engine is the Ray rows' reference
+        return factory({**spec, "kind": "dataset", "options": {"engine": "local"}})
+    if name not in ("forward", "fwd_bwd", "fwd_bwd_xla"):  # a method of the table, bare, at batch
+        from nbviz.methods import table
+        fn = table.method(name).function_object()
+        images, b = np.load(spec["images"]), int(spec.get("batch", 1))
+        return lambda i: fn(model, images[(b * i + np.arange(b)) % len(images)])
     if name == "forward":
         fn = forward_fn(model)
         return lambda i: fn(tf.constant(_batch(get(i)[0])))
