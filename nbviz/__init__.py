@@ -37,8 +37,10 @@ _EXPORTS = {
     "plot_gradient_at": "nbviz.methods.rf_plot",
     # the widget
     "Explorer": "nbviz.widget",
+    # the widget-free session the Explorer (and other views) build on
+    "Session": "nbviz.session",
 }
-_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget")
+_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget", "session")
 
 __all__ = ["ImageInput", "LayerInfo", "Probe", "__version__", *_EXPORTS, *_SUBMODULES]
 
