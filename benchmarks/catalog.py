@@ -74,6 +74,32 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("frame_512", "512×512 RGBA frame build + send", None, max_seconds=0.03),
 ]}
 
+
+
+def _table():
+    """nbviz's method table (nbviz/methods/table.py imports nothing of nbviz: loaded alone, so
+    the report does not import TensorFlow)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "nbviz_method_table"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parents[1] / "nbviz" / "methods" / "table.py")
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+#: the table's methods called through the generic path (no runner): a row each, with the
+#: function's own defaults unless listed above; new table rows appear here by themselves
+TABLE = _table()
+GENERIC = tuple(m.key for m in TABLE.METHODS if m.runner is None)
+for _row in TABLE.METHODS:
+    if _row.runner is None and _row.key not in METHODS:
+        METHODS[_row.key] = Method(_row.key, _row.label, None)
+
 # methods measured per peer (those the library offers)
 PEER_METHODS: dict[str, tuple[str, ...]] = {
     "tf-keras-vis": ("saliency", "gradcam", "gradcam@8", "smoothgrad", "featvis"),
@@ -91,5 +117,5 @@ GRADCAM_LAYER = {"mobilenetv2": "out_relu", "resnet50": "conv5_block3_out", "tin
 # models whose featvis row runs (100 steps of ResNet50 × several calls would not fit the budget)
 FEATVIS_MODELS = ("mobilenetv2", "tiny")
 
-__all__ = ["METHODS", "Method", "PEERS", "PEER_METHODS", "FEATVIS_LAYER", "FEATVIS_MODELS", "GRADCAM_LAYER",
+__all__ = ["METHODS", "GENERIC", "TABLE", "Method", "PEERS", "PEER_METHODS", "FEATVIS_LAYER", "FEATVIS_MODELS", "GRADCAM_LAYER",
            "occlusion_window", "occlusion_copies"]

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from catalog import FEATVIS_LAYER, FEATVIS_MODELS, METHODS, occlusion_window
+from catalog import FEATVIS_LAYER, FEATVIS_MODELS, GENERIC, METHODS, TABLE, occlusion_window
 from floor import fwd_bwd_fn, onehot
 from timing import guarded, measure
 
@@ -66,29 +66,31 @@ def plans(model, model_name: str, images: np.ndarray, classes: np.ndarray, *, re
         clear_cache()
         return measure(fn, args, counter=counter, paired=paired)
 
-    def attribution(module: str, name: str, args: list, paired=None, **options):
+    def attribution(key: str, args: list, paired=None, **options):
+        """A table row's function (``"module:name"`` in nbviz/methods/table.py), timed."""
+        module, _, name = TABLE.method(key).function.partition(":")
         fn = _resolve(module, name)
         if fn is None:
             return lambda: _missing(f"{module}.{name}")
         return lambda: timed(lambda a: fn(model, a[0], target=a[1], **options), args, paired)
 
-    out = {
-        "saliency": attribution("nbviz.methods.gradients", "saliency", singles, paired_floor),
-        "guided_backprop": attribution("nbviz.methods.guided", "guided_backprop", singles,
-                                       paired_floor),
-        "gradcam": attribution("nbviz.methods.gradcam", "gradcam", singles, paired_floor),
-        "guided_gradcam": attribution("nbviz.methods.gradcam", "guided_gradcam", singles,
-                                      paired_floor),
-        "smoothgrad": attribution("nbviz.methods.gradients", "smoothgrad", batched_singles, n=20),
-        "integrated_gradients": attribution("nbviz.methods.gradients", "integrated_gradients",
-                                            batched_singles, steps=32, batch_size=32),
-        "occlusion": attribution("nbviz.methods.occlusion", "occlusion", batched_singles,
-                                 window=occlusion_window(size), stride=occlusion_window(size),
-                                 batch_size=64),
+    # per method: the inputs and options of its row (methods not listed: one image per call,
+    # the function's defaults)
+    batched = dict(args=batched_singles)
+    setup = {
+        "saliency": dict(paired=paired_floor), "guided_backprop": dict(paired=paired_floor),
+        "gradcam": dict(paired=paired_floor), "guided_gradcam": dict(paired=paired_floor),
+        "smoothgrad": dict(batched, n=20),
+        "integrated_gradients": dict(batched, steps=32, batch_size=32),
+        "occlusion": dict(batched, window=occlusion_window(size), stride=occlusion_window(size), batch_size=64),
     }
+    out = {}
+    for key in GENERIC:
+        options = dict(setup.get(key, {}))
+        out[key] = attribution(key, options.pop("args", singles), options.pop("paired", None), **options)
     eights = [(images[(8 * i + np.arange(8)) % len(images)], int(classes[(8 * i) % len(images)]))
               for i in range(batch_repeats + 1)]
-    out["gradcam@8"] = attribution("nbviz.methods.gradcam", "gradcam", eights)
+    out["gradcam@8"] = attribution("gradcam", eights)
 
     rf = _resolve("nbviz.methods.receptive_field", "receptive_field")
     out["receptive_field"] = (

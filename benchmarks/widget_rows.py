@@ -3,8 +3,8 @@
 * ``explorer_click``: ``Explorer(model, image)`` on the "receptive field (click)" method, then per
   call ``explorer.click(y, x).wait().frame()``: the gradient RF of the clicked cell computed off
   the main thread, painted, and the composed frame read back. Each warm call clicks a new cell.
-  The Explorer is built and idle before the first (cold) click; its own ``timings`` (queue, method,
-  paint, total ms; medians of the warm clicks) are recorded too.
+  The Explorer is built and idle before the first (cold) click; its session's ``timings`` (queue,
+  compute, total ms; medians of the warm clicks) are recorded too.
 * ``frame_512``: an Explorer showing a 512×512 image (a small model with a 512×512 input) with
   its Grad-CAM overlay; each call changes the overlay opacity, ``explorer.set(alpha=a)``, which
   rebuilds the 512×512 RGBA overlay layer and sends it to its canvas layer, synchronously (no
@@ -63,7 +63,7 @@ def explorer_plans(model, model_name: str, images: np.ndarray, *, repeats: int
             def click(point):
                 explorer.click(*point).wait()
                 frame = explorer.frame()
-                timings.append(dict(explorer.timings))
+                timings.append(dict(explorer.session.timings.get("rf", {})))
                 return frame
 
             points = _points(image.shape[0], repeats + 1)
@@ -71,7 +71,7 @@ def explorer_plans(model, model_name: str, images: np.ndarray, *, repeats: int
             warm = timings[1:]
             record["explorer_timings_ms_median"] = {
                 k: float(np.median([t[k] for t in warm if k in t]))
-                for k in ("queue_ms", "prepare_ms", "method_ms", "paint_ms", "total_ms")
+                for k in ("queue_ms", "compute_ms", "total_ms")
                 if any(k in t for t in warm)}
             record["what"] = "Explorer.click(y, x).wait().frame(), method 'rf' (gradient RF)"
             return record

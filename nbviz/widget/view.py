@@ -281,7 +281,7 @@ class Explorer(W.VBox):
             self._show_controls()
         if name == "layer":
             self.controls.channel.max = max(0, self.session.channels(self.state.layer) - 1)
-        if name in ("layer", "method", "channel") and self.state.tile_page:
+        if name in ("layer", "method") and self.state.tile_page:
             self.state.tile_page = 0
         if name in _REQUEST_TRAITS:  # first, so the worker starts while the top layer repaints
             self._request()

@@ -381,3 +381,36 @@ def test_nested_model_layers_by_path(nested, assert_unchanged):
         assert "error" not in e.status_text, e.status_text
         assert e.result.display == "unsigned" and e.result.data.shape == (64, 64)
         e.close()
+
+
+def test_status_names_what_the_canvas_shows_and_busy_comes_and_goes(explorer):
+    explorer.set(method="gradcam", layer="conv3").wait()
+    explorer.set(method="saliency").wait()
+    explorer.set(method="gradcam").wait()  # a cached result: no computation, the status follows
+    assert explorer.status_text.startswith("Grad-CAM at conv3") and "saliency" not in explorer.status_text
+    assert explorer.busy_text == "" and "· 0 ms" not in explorer.status_text
+    # a computation that takes a while: the busy line names it while it runs, then goes
+    explorer.set(method="smoothgrad", samples=64, noise=0.3)
+    seen = explorer.busy_text
+    explorer.wait()
+    assert seen.startswith("⏳ computing SmoothGrad…") and explorer.busy_text == ""
+    assert explorer.status_text.startswith("SmoothGrad")
+    # a request replaced before it finished never shows: the status names the newest
+    explorer.set(method="integrated_gradients", ig_steps=128)
+    explorer.set(method="gradcam_pp")
+    explorer.wait()
+    assert explorer.status_text.startswith("Grad-CAM++ at conv3") and explorer.busy_text == ""
+
+
+def test_activation_tiles_are_paged():
+    e = Explorer().wait()  # the demo: block2_conv has 64 channels
+    e.set(method="activations", layer="block2_conv").wait()
+    assert e._grid.order == tuple(range(32)) and "1–32 of 64" in e.controls.page_text.value
+    e._page(+1)
+    assert e._grid.order == tuple(range(32, 64)) and "33–64 of 64" in e.controls.page_text.value
+    with pytest.raises(ValueError, match=r"tile_page must be an int in \[0, 1\]"):
+        e.set(tile_page=2)
+    e.set(tile_sort="mean")  # the page stays; its tiles are the next 32 by mean activation
+    act = e.result.activation
+    assert e._grid.order == tuple(int(k) for k in np.argsort(-act.mean(axis=(0, 1)), kind="stable")[32:])
+    e.close()
