@@ -102,14 +102,6 @@ class Worker:
             if self._running is not None and self._running.channel == channel:
                 self._running.stop.set()
 
-    def busy(self, channel: str | None = None) -> bool:
-        """Whether a request (of ``channel``, or of any channel) runs or waits; background work
-        does not count."""
-        with self._cond:
-            running = self._running is not None and self._running.channel != "background" and (
-                channel is None or self._running.channel == channel)
-            return running or (channel in self._waiting if channel is not None else bool(self._waiting))
-
     @property
     def waiting(self) -> int:
         with self._cond:

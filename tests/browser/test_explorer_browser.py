@@ -236,7 +236,10 @@ def test_explorer_in_notebook7(page, tmp_path):
         run_all_cells(page, lab=False)
         page.wait_for_selector(".nbviz-explorer canvas", timeout=120_000)
         found = exercise_explorer(page, page.locator(".nbviz-explorer").first, artifacts, "nb7")
-        assert not page.js_errors, page.js_errors
+        # Notebook 7.6's own settings loader throws this while the page loads, also for a notebook
+        # holding only "1+1" (in notebook_core's SettingRegistry.load): not the Explorer's
+        real = [e for e in page.js_errors if e != "Cannot read properties of undefined (reading 'schema')"]
+        assert not real, real
     print(f"\nNotebook 7: {found} in {time.monotonic() - t0:.0f} s (artifacts: {artifacts})")
 
 

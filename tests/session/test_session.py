@@ -6,7 +6,6 @@ No ipywidgets here: the session is what tests, benchmarks and every view build o
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
