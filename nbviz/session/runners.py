@@ -13,6 +13,8 @@ reduced to h×w by the row's ``reduce``.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from nbviz.methods import table
@@ -122,9 +124,14 @@ def activation_channel(ctx: Context, req: Request, stop, progress) -> Result:
 activation_channel.from_array = activation_result  # a one-pass group's raw activation -> the result
 
 
+#: feature visualisation hands a picture to ``progress`` after its first step, then this often
+FRAME_INTERVAL_S = 0.5
+
+
 def feature_visualisation(ctx: Context, req: Request, stop, progress) -> Result:
     """Render the channel ``req.channel`` of ``req.layer`` (:func:`nbviz.featvis.render`), with a
-    picture handed to ``progress`` every few steps and the current picture kept on stop."""
+    picture handed to ``progress`` after the first step and then every :data:`FRAME_INTERVAL_S`,
+    and the current picture kept on stop (``Result.stopped``, ``step`` of ``steps``)."""
     import nbviz.featvis as fv
 
     row = table.method(req.method)
@@ -132,17 +139,20 @@ def feature_visualisation(ctx: Context, req: Request, stop, progress) -> Result:
     h, w = req.image.shape[:2]
     spread = float(o.pop("scale"))
     steps = int(o["steps"]) * int(o["octaves"])
-    last: dict = {}
+    last: dict = {"sent": 0.0}
 
     def callback(done, images, value):  # ``done``: steps done over all octaves
         last["value"], last["done"] = float(np.asarray(value).mean()), int(done)
-        progress(Result("picture", np.asarray(images, np.float32)[0], step=int(done), steps=steps,
-                        fraction=min(done / steps, 0.999), note=f"step {done} of {steps}", request=req))
+        now = time.perf_counter()
+        if done == 1 or now - last["sent"] >= FRAME_INTERVAL_S:  # the first step, then a frame per interval
+            last["sent"] = now
+            progress(Result("picture", np.asarray(images, np.float32)[0], step=int(done), steps=steps,
+                            fraction=min(done / steps, 0.999), note=f"step {done} of {steps}", request=req))
 
     pictures = fv.render(
         ctx.model, fv.channel(req.layer, int(req.channel)), size=(h, w), scale=(1 - spread, 1 + spread),
         preprocess=ctx.featvis_preprocess(req.image), callback=callback,
-        every=max(1, min(8, steps // 16)), stop=stop, **o)
+        every=1, stop=stop, **o)
     done = last.get("done", 0)
     stopped = stop.is_set() and done < steps
     value = last.get("value")

@@ -214,3 +214,25 @@ def test_listeners_see_every_request(model, image):
     assert len(events) == len(names)
     assert isinstance(s.cached(req), Result)
     s.close()
+
+
+def test_feature_visualisation_first_frame_at_step_one_and_stop_within_a_step(session, image):
+    iid = session.image_id(image)
+    req = session.request("featvis", image, image_id=iid, layer=LAYER, channel=3,
+                          options={"steps": 400, "jitter": 2, "rotate": 0.0, "scale": 0.0})
+    got, done = [], threading.Event()
+
+    def on_result(r):
+        got.append(r)
+        if len(got) == 1:
+            session.stop("featvis")  # the Stop button, at the first frame
+        if r.final:
+            done.set()
+
+    session.submit(req, on_result, channel="featvis")
+    assert done.wait(300)
+    first, final = got[0], got[-1]
+    assert first.step == 1 and first.steps == 400 and not first.final and first.data.shape == (64, 64, 3)
+    assert final.final and final.stopped and 1 <= final.step <= 2  # the step running at Stop, no more
+    assert f"stopped at step {final.step} of 400" in final.note
+    assert session.cached(req) is None  # a stopped picture is not the requested result
