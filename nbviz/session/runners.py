@@ -9,6 +9,9 @@ The generic path (:func:`generic`) serves any row without a runner:
 ``fn(model, image, target=, layer=, preprocess=, **row.kwargs(options))`` (``target``/``layer``
 only when the row ``needs`` them; ``progress=`` when the row is progressive) -> a numpy map,
 reduced to h×w by the row's ``reduce``.
+
+A runner serving a row that is also in a one-pass group (:mod:`nbviz.session.one_pass`) carries
+``runner.from_array(request, raw) -> Result`` to turn the group's raw array into its result.
 """
 
 from __future__ import annotations

@@ -23,6 +23,16 @@ one-pass groups. ``subscribe`` sees every request of every channel: events ``"st
 None), ``"partial"`` / ``"result"`` (a :class:`Result`), ``"error"`` (the exception),
 ``"cached"`` (a :class:`Result` served from the cache).
 
+One worker thread per session runs every channel's jobs one at a time (waiting jobs of different
+channels in submission order; prewarming only when none waits). Other calls: ``stop(channel)``
+(end the running job early, its result still arrives: a stopped feature visualisation),
+``cancel(channel)`` (drop it), ``prewarm(request)``, ``wait(timeout, background=False)``,
+``cached(request)``, ``key(request)``, ``layers(method)`` (the layers a method can use),
+``channels(layer)``, ``clear()`` (after the model's weights changed), ``timings`` and
+``counts``; ``context`` holds the model helpers (``receptive_field(layer)``,
+``cached_rf(layer)``, ``predictions(image_id, image)``, ``fully_convolutional()``). A view built
+on an existing session (``Explorer(session=s)``) shares its cache and worker.
+
 Methods come from :mod:`nbviz.methods.table`: a row with ``runner`` runs that function; any other
 row runs through :func:`nbviz.session.runners.generic`; rows with the same ``one_pass`` group are
 computed together by :mod:`nbviz.session.one_pass` and cached together.
