@@ -254,6 +254,7 @@ class Session:
             self.worker.cancel(channel)
             self.counts["cached"] += 1
             self.timings[req.method] = {"cached": True, "total_ms": 0.0}
+            hit = hit.replace(elapsed_ms=0.0)  # shown at once
             self._emit("cached", req, hit)
             on_result(hit)
             return None

@@ -387,7 +387,7 @@ def test_status_names_what_the_canvas_shows_and_busy_comes_and_goes(explorer):
     explorer.set(method="gradcam", layer="conv3").wait()
     explorer.set(method="saliency").wait()
     explorer.set(method="gradcam").wait()  # a cached result: no computation, the status follows
-    assert explorer.status_text.startswith("Grad-CAM at conv3") and "saliency" not in explorer.status_text
+    assert explorer.status_text == "Grad-CAM at conv3 · from the cache"
     assert explorer.busy_text == "" and "· 0 ms" not in explorer.status_text
     # a computation that takes a while: the busy line names it while it runs, then goes
     explorer.set(method="smoothgrad", samples=64, noise=0.3)
