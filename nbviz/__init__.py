@@ -75,6 +75,8 @@ _EXPORTS = {
     # whole datasets (nbviz/dataset/)
     "explain_dataset": "nbviz.dataset",
     "open_results": "nbviz.dataset",
+    # the widget-free session the Explorer (and other views) build on
+    "Session": "nbviz.session",
 }
 _SUBMODULES = (
     "featvis",
@@ -87,6 +89,7 @@ _SUBMODULES = (
     "sanity",
     "comparison",
     "dataset",
+    "session",
 )
 
 __all__ = ["ImageInput", "LayerInfo", "Probe", "__version__", *_EXPORTS, *_SUBMODULES]

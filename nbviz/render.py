@@ -220,23 +220,25 @@ def draw_crosshair(rgba: np.ndarray, point, color: Color = (255, 255, 255), size
     return rgba
 
 
-def draw_grid(rgba: np.ndarray, stride, offset, color: Color = (255, 255, 255, 90)) -> np.ndarray:
-    """Mark a point grid in place: ``offset + k·stride`` (y, x), in ``rgba``'s pixels; returns it.
+def draw_grid(rgba: np.ndarray, stride, offset, color: Color = (255, 255, 255, 90), width: int = 1) -> np.ndarray:
+    """Draw grid lines in place at ``offset + k·stride`` (y for rows, x for columns), in
+    ``rgba``'s pixels, ``width`` pixels wide; returns it.
 
-    Used for the centres of the output cells of a layer (stride and offset of its receptive
-    field, already scaled to the canvas).
+    Used for the boundaries between the output cells of a layer (stride and offset of its
+    receptive field, scaled to the canvas).
     """
     sy, sx = (float(v) for v in stride)
     oy, ox = (float(v) for v in offset)
     if sy <= 0 or sx <= 0:
         raise ValueError(f"grid stride must be positive, got {stride}")
     H, W = rgba.shape[:2]
-    ys = oy + sy * np.arange(int(np.ceil((H - oy) / sy)) + 1)
-    xs = ox + sx * np.arange(int(np.ceil((W - ox) / sx)) + 1)
-    ys = np.floor(ys[(ys >= 0) & (ys < H)]).astype(np.intp)
-    xs = np.floor(xs[(xs >= 0) & (xs < W)]).astype(np.intp)
-    if ys.size and xs.size:
-        rgba[ys[:, None], xs[None, :]] = _rgba(color)
+    c = _rgba(color)
+    w = max(1, int(width))
+    first_y, first_x = oy - sy * np.floor(oy / sy), ox - sx * np.floor(ox / sx)
+    for y in np.floor(np.arange(first_y, H, sy)).astype(np.intp):
+        rgba[max(y, 0):min(y + w, H), :] = c
+    for x in np.floor(np.arange(first_x, W, sx)).astype(np.intp):
+        rgba[:, max(x, 0):min(x + w, W)] = c
     return rgba
 
 

@@ -68,4 +68,7 @@ def test_notebook_runs_offline(name, python3_kernel):
     )
     if name in ("quickstart", "receptive_fields"):
         assert "not available (NBVIZ_OFFLINE=1)" in text  # the offline path was taken
+    if name == "receptive_fields":  # the RF grid figure the text describes is shown, not only assigned
+        cell = next(c for c in nb.cells if "plot_rf_grid(" in c.source)
+        assert any("image/png" in out.get("data", {}) for out in cell.outputs)
     assert "Traceback" not in text

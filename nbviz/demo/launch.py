@@ -1,9 +1,13 @@
 """Open the quickstart notebook in JupyterLab: ``python -m nbviz.demo.launch [--port P] [--no-browser]``.
 
-This is what ``make demo`` runs. It starts JupyterLab on 127.0.0.1 at the given port with a fresh
-random token, rooted at the repository, waits until the server answers, prints the full URL of
-``notebooks/quickstart.ipynb`` (token included) and opens it in a browser unless ``--no-browser``.
-It runs until interrupted (Ctrl-C) or terminated, and stops JupyterLab when it stops.
+This is what ``make demo`` runs. It copies ``notebooks/`` into a fresh temporary folder (so running
+and saving the demo never modifies the checkout; the copy is removed when the launcher stops),
+starts JupyterLab on 127.0.0.1 at the given port with a fresh random token, rooted at that copy,
+waits until the server answers, prints the full URL of ``notebooks/quickstart.ipynb`` (token
+included) and opens it in a browser unless ``--no-browser``. Kernels get
+``TF_CPP_MIN_LOG_LEVEL=3`` (no TensorFlow/CUDA start-up log in the first cell, unless set
+otherwise) and the checkout on ``PYTHONPATH``. It runs until interrupted (Ctrl-C) or terminated,
+and stops JupyterLab when it stops.
 """
 
 from __future__ import annotations
@@ -11,16 +15,18 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import webbrowser
 from pathlib import Path
 
-__all__ = ["main", "notebook_url", "find_notebooks"]
+__all__ = ["main", "notebook_url", "find_notebooks", "working_copy", "server_env"]
 
 NOTEBOOKS = ("quickstart", "receptive_fields", "attribution", "feature_visualization")
 
@@ -42,6 +48,21 @@ def find_notebooks(start: Path | None = None) -> Path:
 def notebook_url(port: int, token: str, notebook: str = "quickstart", host: str = "127.0.0.1") -> str:
     """The JupyterLab URL that opens ``notebooks/<notebook>.ipynb``, with the token."""
     return f"http://{host}:{port}/lab/tree/notebooks/{notebook}.ipynb?token={token}"
+
+
+def working_copy(notebooks: Path) -> Path:
+    """A temporary folder holding a copy of ``notebooks`` as ``notebooks/`` (its root)."""
+    root = Path(tempfile.mkdtemp(prefix="nbviz-demo-"))
+    shutil.copytree(notebooks, root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    return root
+
+
+def server_env(checkout: Path, base: dict | None = None) -> dict:
+    """The environment for JupyterLab and its kernels: quiet TensorFlow, the checkout importable."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(checkout), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def _wait_until_up(proc: subprocess.Popen, port: int, token: str, timeout: float) -> None:
@@ -70,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be in 1..65535, got {args.port}")
 
-    root = find_notebooks().parent
+    notebooks = find_notebooks()
+    root = working_copy(notebooks)
+    print(f"nbviz demo: working on a copy of {notebooks} in {root} (removed on exit)", flush=True)
     token = secrets.token_hex(24)
     command = [
         sys.executable, "-m", "jupyterlab",
@@ -83,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and fresh VMs often run as root
         command.append("--allow-root")
-    proc = subprocess.Popen(command, cwd=root)
+    proc = subprocess.Popen(command, cwd=root, env=server_env(notebooks.parent))
 
     def stop(signum, frame):  # SIGTERM: stop JupyterLab too
         raise KeyboardInterrupt
@@ -109,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

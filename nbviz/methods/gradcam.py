@@ -63,24 +63,30 @@ def cam_function(p, images, sel, layer: str, plus_plus: bool):
         if grads is None:
             raise ValueError(f"the explained score does not depend on layer {layer!r} (it feeds "
                              f"another output or none); pass a layer on the path to the output")
-        grads = tf.cast(grads, tf.float32)
-        acts = tf.cast(acts, tf.float32)
-        if plus_plus:
-            g2 = tf.square(grads)
-            g3 = g2 * grads
-            total = tf.reduce_sum(acts, axis=(1, 2), keepdims=True)
-            denom = 2.0 * g2 + total * g3
-            alpha = tf.math.divide_no_nan(g2, denom)
-            weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2))
-        else:
-            weights = tf.reduce_mean(grads, axis=(1, 2))
-        low = tf.nn.relu(tf.einsum("nijc,nc->nij", acts, weights))
-        high = tf.image.resize(low[..., None], size, method="bilinear")[..., 0]
-        peak = tf.reduce_max(high, axis=(1, 2), keepdims=True)
-        return tf.math.divide_no_nan(high, peak), acts, grads
+        return cam_from(acts, grads, size, plus_plus)
 
     key = core.key_of("gradcam_plus_plus" if plus_plus else "gradcam", images, sel, layer)
     return core.compiled(p, key, cam)
+
+
+def cam_from(acts, grads, size, plus_plus: bool):
+    """``(cam (N,H,W) in [0, 1], A, G)`` from a layer's activations ``A`` and the score's
+    gradient ``G`` with respect to them (the formulas in the module docstring), in TensorFlow."""
+    grads = tf.cast(grads, tf.float32)
+    acts = tf.cast(acts, tf.float32)
+    if plus_plus:
+        g2 = tf.square(grads)
+        g3 = g2 * grads
+        total = tf.reduce_sum(acts, axis=(1, 2), keepdims=True)
+        denom = 2.0 * g2 + total * g3
+        alpha = tf.math.divide_no_nan(g2, denom)
+        weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2))
+    else:
+        weights = tf.reduce_mean(grads, axis=(1, 2))
+    low = tf.nn.relu(tf.einsum("nijc,nc->nij", acts, weights))
+    high = tf.image.resize(low[..., None], size, method="bilinear")[..., 0]
+    peak = tf.reduce_max(high, axis=(1, 2), keepdims=True)
+    return tf.math.divide_no_nan(high, peak), acts, grads
 
 
 def _cam(model, image, target, layer, preprocess, extra_inputs, *, plus_plus):

@@ -39,12 +39,16 @@ def saliency(model, image, *, target=None, preprocess=None, extra_inputs=None) -
 
 
 def smoothgrad(model, image, *, target=None, n=20, noise=0.15, seed=0, preprocess=None,
-               extra_inputs=None) -> np.ndarray:
+               extra_inputs=None, progress=None) -> np.ndarray:
     """SmoothGrad (Smilkov et al. 2017): the mean gradient over ``n`` noisy copies.
 
     The noise is Gaussian with standard deviation ``noise * (max - min)`` of each image; all
     copies run as one batch together with the clean image, whose top class is the one explained
     when ``target`` is None. ``seed`` makes the noise reproducible. H×W×C float32.
+
+    ``progress``: ``progress(partial, fraction)`` (one image only) is called with the mean over
+    the copies done so far, in about four chunks of the same noisy copies (the same noise as
+    without it); the last call gets the returned map.
     """
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n (noisy copies) must be an int >= 1, got {n!r}")
@@ -80,18 +84,63 @@ def smoothgrad(model, image, *, target=None, n=20, noise=0.15, seed=0, preproces
         grads = tf.reshape(grads, tf.concat([[count, n], tf.shape(images)[1:]], 0))
         return tf.reduce_mean(grads, axis=1)
 
-    f = compiled(p, key_of("smoothgrad", images, sel, n), smooth)
     seed_t = tf.constant([int(seed), 0], tf.int64)
+    if progress is not None:
+        return _smoothgrad_chunks(p, images, sel, n, seed_t, noise, extra_tensors(p, extra_inputs), progress)
+    f = compiled(p, key_of("smoothgrad", images, sel, n), smooth)
     maps = f(images, seed_t, tf.constant(noise, tf.float32), *sel.tensors,
              extra_tensors(p, extra_inputs))
     return numpy_maps(maps, single, "smoothgrad")
+
+
+def _smoothgrad_chunks(p, images, sel, n, seed_t, noise, extra, progress):
+    """SmoothGrad of one image in chunks of ``k`` copies, reporting the running mean."""
+    if images.shape[0] != 1:
+        raise ValueError("smoothgrad(progress=...) takes one image")
+    fn = sel.fn
+    k = balanced(n, max(2, -(-n // 4)))
+
+    def copies(images, seed, noise, extra):  # the noisy copies exactly as the one-shot version makes them
+        c = tf.repeat(images, n, axis=0)
+        span = tf.reduce_max(images, axis=(1, 2, 3)) - tf.reduce_min(images, axis=(1, 2, 3))
+        sigma = tf.repeat(span * noise, n)[:, None, None, None]
+        return c + sigma * tf.random.stateless_normal(tf.shape(c), seed)
+
+    def chunk(noisy, weights, images, region, channels, top, extra):
+        with tf.GradientTape() as tape:
+            tape.watch(noisy)
+            out = explain(p, tf.concat([noisy, images], 0), None, extra)
+            resolved = channels if fn is not None else _targets.resolve_channels(out[k:], region, channels, top)
+            score = _targets.scores(out[:k], fn, tf.repeat(region, k, axis=0), tf.repeat(resolved, k, axis=0),
+                                    tf.zeros((k,), tf.bool)) * weights
+        return tf.reduce_sum(tape.gradient(score, noisy), axis=0, keepdims=True)
+
+    noisy = compiled(p, key_of("smoothgrad.copies", images, sel, n), copies)(
+        images, seed_t, tf.constant(noise, tf.float32), None)
+    f = compiled(p, key_of("smoothgrad.chunk", images, sel, k), chunk)
+    total = None
+    for start in range(0, n, k):
+        part = noisy[start:start + k]
+        m = int(part.shape[0])
+        w = np.zeros(k, np.float32)
+        w[:m] = 1.0
+        if m < k:  # pad to the compiled shape; padded copies weigh 0
+            part = tf.concat([part, tf.repeat(part[-1:], k - m, axis=0)], 0)
+        g = f(part, tf.constant(w), images, *sel.tensors, extra)
+        total = g if total is None else total + g
+        done = start + m
+        mean = numpy_maps(total / done, True, "smoothgrad")
+        if done < n:
+            progress(mean, done / n)
+    progress(mean, 1.0)
+    return mean
 
 
 # --------------------------------------------------------------------------- integrated gradients
 
 
 def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, batch_size=32,
-                         preprocess=None, extra_inputs=None, tolerance=0.01) -> np.ndarray:
+                         preprocess=None, extra_inputs=None, tolerance=0.01, progress=None) -> np.ndarray:
     """Integrated gradients (Sundararajan et al. 2017) from ``baseline`` to the image.
 
     ``(x - baseline) * mean_k grad(baseline + a_k (x - baseline))`` with ``steps`` midpoints
@@ -99,6 +148,11 @@ def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, b
     also runs the image itself, whose top class is explained when ``target`` is None). The
     attributions sum to about ``f(x) - f(baseline)`` (completeness). ``baseline`` is a number or
     an array broadcastable to the image (in the model's input space). H×W×C float32.
+
+    ``progress``: ``progress(partial, fraction)`` (one image only) is called after each batch of
+    path points; the batches are then about four, each spread evenly along the path (point
+    ``k`` in batch ``k mod batches``), so each partial is a coarser Riemann sum of the same
+    integral; the last call gets the returned map (the same sum in another order).
 
     ``tolerance``: after the run, the completeness error ``|sum − (f(x) − f(baseline))| /
     |f(x) − f(baseline)|`` is measured (one forward of two images,
@@ -112,7 +166,10 @@ def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, b
     p, images, single = prepare(model, image, preprocess)
     base = as_baseline(baseline, images)
     sel = selection(p, target, images, None)
-    steps, size = int(steps), balanced(int(steps), int(batch_size))
+    steps = int(steps)
+    if progress is not None and images.shape[0] != 1:
+        raise ValueError("integrated_gradients(progress=...) takes one image")
+    size = balanced(steps, int(batch_size) if progress is None else min(int(batch_size), max(2, -(-steps // 4))))
     fn = sel.fn
 
     def chunk(x, base, alphas, weights, region, channels, top, extra):
@@ -131,6 +188,9 @@ def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, b
 
     f = compiled(p, key_of("integrated_gradients", images[:1], sel, steps, size), chunk)
     alphas = (np.arange(steps, dtype=np.float32) + 0.5) / steps
+    if progress is not None:  # batch j holds the points j, j + B, j + 2B, ... (B batches)
+        batches = -(-steps // size)
+        alphas = np.concatenate([alphas[j::batches] for j in range(batches)])
     extra = extra_tensors(p, extra_inputs)
     maps = []
     for i in range(images.shape[0]):
@@ -145,8 +205,13 @@ def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, b
                 a = np.concatenate([a, np.ones(size - len(a), np.float32)])
             g = f(x, b, tf.constant(a), tf.constant(w), *sel_i.tensors, extra)
             total = g if total is None else total + g
+            done = min(start + size, steps)
+            if progress is not None and done < steps:
+                progress(numpy_maps((x - b) * total / done, True, "integrated_gradients"), done / steps)
         maps.append((x - b) * total / steps)
     result = numpy_maps(tf.concat(maps, 0), single, "integrated_gradients")
+    if progress is not None:
+        progress(result, 1.0)
     if tolerance is not None:
         from nbviz.metrics import warn_if_incomplete
 

@@ -47,11 +47,16 @@ def window_positions(length: int, window: int, stride: int) -> np.ndarray:
 
 
 def occlusion(model, image, *, target=None, window=16, stride=8, baseline="mean", batch_size=64,
-              preprocess=None, extra_inputs=None) -> np.ndarray:
+              preprocess=None, extra_inputs=None, progress=None) -> np.ndarray:
     """Occlusion sensitivity map, H×W float32 (N×H×W for a batch): the mean drop of the
     explained score when the pixel is hidden. ``window``/``stride``: int or (height, width);
     ``baseline``: the fill, a number, "mean" (the image's per-channel mean), "blur" (a blurred
-    copy) or an array broadcastable to the image (:mod:`nbviz.methods.baselines`)."""
+    copy) or an array broadcastable to the image (:mod:`nbviz.methods.baselines`).
+
+    ``progress``: ``progress(partial, fraction)`` (one image only) is called after each batch of
+    windows; the windows then run coarse first (those that tile the image without overlap,
+    then the rest) in about four batches or more, and each partial is the map of the windows
+    done so far (pixels no window has covered yet are 0); the last call gets the returned map."""
     p, images, single = core.prepare(model, image, preprocess)
     n, height, width = (int(d) for d in images.shape[:3])
     wh, ww = _pair(window, "window")
@@ -72,6 +77,15 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline="mean"
     tops, lefts = window_positions(height, wh, sh), window_positions(width, ww, sw)
     grid_t, grid_l = (a.ravel() for a in np.meshgrid(tops, lefts, indexing="ij"))
     count = len(grid_t)
+    if progress is not None:
+        if n != 1:
+            raise ValueError("occlusion(progress=...) takes one image")
+        step_t, step_l = -(-wh // sh), -(-ww // sw)  # windows k·step apart tile without overlap
+        rank_t = np.searchsorted(tops, grid_t) % step_t != 0
+        rank_l = np.searchsorted(lefts, grid_l) % step_l != 0
+        order = np.argsort(rank_t | rank_l, kind="stable")
+        grid_t, grid_l = grid_t[order], grid_l[order]
+        batch_size = min(batch_size, max(4, -(-count // 4)))
     size = core.balanced(count, batch_size)
     fn = sel.fn
 
@@ -110,8 +124,16 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline="mean"
                 l = np.concatenate([l, np.repeat(l[-1:], size - m)])
             d = f(x, b, tf.constant(t), tf.constant(l), *sel_i.tensors, extra)
             found[start:start + m] = d.numpy()[:m]
+            if progress is not None and start + m < count:
+                done = slice(0, start + m)
+                cover = row_masks[done].T @ col_masks[done]
+                part = (row_masks[done].T * found[done]) @ col_masks[done]
+                progress(np.divide(part, cover, out=np.zeros_like(part), where=cover > 0), (start + m) / count)
         maps[i] = (row_masks.T * found) @ col_masks / coverage
-    return core.numpy_maps(maps, single, "occlusion")
+    result = core.numpy_maps(maps, single, "occlusion")
+    if progress is not None:
+        progress(result, 1.0)
+    return result
 
 
 def _cover(starts: np.ndarray, window: int, length: int) -> np.ndarray:

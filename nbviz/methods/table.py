@@ -16,7 +16,8 @@ import dataclasses
 import importlib
 from typing import Any, Callable, Mapping
 
-__all__ = ["Control", "Method", "METHODS", "method", "controls", "DISPLAYS", "NEEDS"]
+__all__ = ["Control", "Method", "METHODS", "method", "controls", "DISPLAYS", "NEEDS", "VIEW_CONTROLS",
+           "DEFAULT_CMAPS"]
 
 #: how a result is shown. "unsigned": a map >= 0 on a sequential colormap; "signed": a map with
 #: both signs on a diverging colormap centred on zero; "rgb": an H×W×3 signed picture around
@@ -205,6 +206,18 @@ _LRP = (
 )
 
 _TL = frozenset({"target", "layer"})
+
+#: the view's own settings (how results are painted), with their defaults: the one place they live
+VIEW_CONTROLS = (
+    Control("cmap", "choice", "auto",
+            ("auto", "inferno", "viridis", "magma", "plasma", "turbo", "jet", "hot", "gray", "RdBu_r", "coolwarm",
+             "bwr", "PiYG"), label="colormap",
+            help="auto: sequential for unsigned maps, diverging and centred on zero for signed ones"),
+    Control("alpha", "float", 0.6, (0.0, 1.0, 0.05), label="opacity"),
+    Control("grid", "bool", False, label="cell grid", help="the boundaries of the layer's output cells"),
+)
+#: the colormap of each display kind when ``cmap`` is "auto"
+DEFAULT_CMAPS = {"unsigned": "inferno", "field": "inferno", "signed": "RdBu_r"}
 
 # --------------------------------------------------------------------------- the table
 

@@ -13,14 +13,15 @@ import numpy as np
 
 from nbviz import render
 
-__all__ = ["Geometry", "display_geometry", "image_layer", "overlay_layer", "top_layer",
-           "channel_grid", "ChannelGrid"]
+__all__ = ["Geometry", "display_geometry", "image_layer", "display_rgba", "overlay_layer", "top_layer",
+           "channel_order", "channel_grid", "ChannelGrid"]
 
 BOX_COLOR = (255, 230, 0)
 GRADIENT_BOX_COLOR = (0, 255, 255)
 CROSS_COLOR = (255, 255, 255)
 CROSS_SHADOW = (0, 0, 0, 170)
-GRID_COLOR = (255, 255, 255, 110)
+GRID_COLOR = (255, 255, 255, 150)
+GRID_SHADOW = (0, 0, 0, 110)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,38 +72,64 @@ def image_layer(image, geometry: Geometry) -> np.ndarray:
     return render.to_rgba(render.resize_nearest(render.to_rgb8(image), (geometry.H, geometry.W)))
 
 
-def overlay_layer(kind: str | None, data, geometry: Geometry, *, cmap: str = "jet",
-                  alpha: float = 0.5) -> np.ndarray:
-    """A method's result as RGBA at display size.
+def display_rgba(display: str | None, data, *, cmap: str = "auto", alpha: float = 0.6) -> np.ndarray | None:
+    """A result's ``data`` as RGBA at its own size, by display kind (:data:`nbviz.methods.table.DISPLAYS`).
 
-    ``kind``: ``"heat"`` (H×W in [0, 1] through ``cmap``), ``"rgb"`` (H×W×3 in [0, 1], e.g.
-    guided backprop) drawn with opacity ``alpha``; ``"picture"`` (a feature visualisation) drawn
-    opaque; ``None``: transparent.
+    "unsigned" / "field": divided by the maximum (0 stays 0) through a sequential colormap;
+    "signed": ``v / (2 max|v|) + 1/2`` through a diverging colormap, so zero is its centre;
+    "rgb" (signed H×W×3 gradients): each channel divided by twice its 99.5th percentile of
+    ``|v|`` around mid-grey, drawn opaque (the map alone: over the photo it reads as a grey
+    wash); "picture": opaque. ``cmap="auto"`` picks :data:`nbviz.methods.table.DEFAULT_CMAPS`
+    by kind; another name wins. None: nothing to paint.
     """
-    if kind is None or data is None:
+    from nbviz.methods.table import DEFAULT_CMAPS
+
+    if display is None or data is None:
+        return None
+    a = np.asarray(data, np.float32)
+    if display in ("unsigned", "field", "signed"):
+        name = DEFAULT_CMAPS[display] if cmap == "auto" else cmap
+        a = np.nan_to_num(a)
+        if display == "signed":
+            m = float(np.abs(a).max()) if a.size else 0.0
+            v = a / (2 * m) + 0.5 if m > 0 else np.full_like(a, 0.5)
+        else:
+            m = float(a.max()) if a.size else 0.0
+            v = np.clip(a, 0, None) / m if m > 0 else np.zeros_like(a)
+        return render.heatmap(v, cmap=name, alpha=alpha)
+    if display == "rgb":
+        scale = np.percentile(np.abs(a).reshape(-1, a.shape[-1]), 99.5, axis=0)
+        v = np.clip(a / (2 * np.where(scale > 0, scale, 1)) + 0.5, 0, 1)
+        return render.to_rgba(v)
+    if display == "picture":
+        return render.to_rgba(np.clip(a, 0, 1))
+    raise ValueError(f"display must be one of unsigned, signed, field, rgb, picture or None, got {display!r}")
+
+
+def overlay_layer(display: str | None, data, geometry: Geometry, *, cmap: str = "auto",
+                  alpha: float = 0.6) -> np.ndarray:
+    """:func:`display_rgba` at display size (transparent when there is nothing to paint)."""
+    small = display_rgba(display, data, cmap=cmap, alpha=alpha)
+    if small is None:
         return render.blank(geometry.H, geometry.W)
-    if kind == "heat":
-        small = render.heatmap(data, cmap=cmap, alpha=alpha)
-    elif kind == "rgb":
-        small = render.to_rgba(np.clip(data, 0, 1), alpha=round(alpha * 255))
-    elif kind == "picture":
-        small = render.to_rgba(np.clip(data, 0, 1))
-    else:
-        raise ValueError(f"overlay kind must be 'heat', 'rgb', 'picture' or None, got {kind!r}")
     return render.resize_nearest(small, (geometry.H, geometry.W))
 
 
 def top_layer(geometry: Geometry, *, point=None, box=None, gradient_box=None, grid=None) -> np.ndarray:
-    """Box, crosshair and grid on a transparent layer at display size.
+    """Box, crosshair and cell grid on a transparent layer at display size.
 
     ``point`` (y, x) and boxes (top, left, bottom, right) in image pixels; ``grid`` =
-    ``(stride, offset)`` of the layer's receptive field, in image pixels.
+    ``(stride, offset)`` of the layer's receptive field, in image pixels: lines are drawn
+    between the output cells (half a stride from the cell centres ``offset + k·stride``).
     """
     out = render.blank(geometry.H, geometry.W)
     if grid is not None:
         (sy, sx), (oy, ox) = grid
         fy, fx = geometry.scale
-        render.draw_grid(out, (sy * fy, sx * fx), ((oy + 0.5) * fy, (ox + 0.5) * fx), GRID_COLOR)
+        stride, offset = (sy * fy, sx * fx), ((oy + 0.5 + sy / 2) * fy, (ox + 0.5 + sx / 2) * fx)
+        if min(stride) >= 3:  # finer lines would cover the picture
+            render.draw_grid(out, stride, (offset[0] + 1, offset[1] + 1), GRID_SHADOW)  # seen on light parts
+            render.draw_grid(out, stride, offset, GRID_COLOR)
     if gradient_box is not None:
         render.draw_box(out, geometry.to_canvas_box(gradient_box), GRADIENT_BOX_COLOR, width=1)
     if box is not None:
@@ -116,13 +143,18 @@ def top_layer(geometry: Geometry, *, point=None, box=None, gradient_box=None, gr
 
 @dataclasses.dataclass(frozen=True)
 class ChannelGrid:
-    """Tiles of an h×w×c activation: ``image`` (uint8 RGBA), tile size, columns, padding."""
+    """A page of channel tiles: ``image`` (uint8 RGBA), tile size, columns, padding, and the
+    channel shown in each tile (``order``, in tile order)."""
 
     image: np.ndarray
     tile: tuple[int, int]
     columns: int
-    channels: int
+    order: tuple[int, ...]
     pad: int
+
+    @property
+    def channels(self) -> int:
+        return len(self.order)
 
     def channel_at(self, y: float, x: float) -> int | None:
         """The channel whose tile contains grid pixel (y, x), or None (padding, outside)."""
@@ -132,30 +164,48 @@ class ChannelGrid:
         if y < 0 or x < 0 or ry >= th or rx >= tw or col >= self.columns:
             return None
         k = row * self.columns + col
-        return k if k < self.channels else None
+        return self.order[k] if k < len(self.order) else None
 
 
-def channel_grid(activation, *, width: int = 256, columns: int | None = None, pad: int = 1,
+def channel_order(activation, sort: str = "index", point=None) -> np.ndarray:
+    """Channels of an h×w×c activation in display order: "index"; "mean" (highest mean first);
+    "at click" (highest value at the activation cell ``point`` = (row, col) first; the mean
+    when no point is given)."""
+    a = np.asarray(activation, np.float32)
+    if sort == "index":
+        return np.arange(a.shape[-1])
+    if sort == "at click" and point is not None:
+        key = a[int(point[0]), int(point[1])]
+    elif sort in ("mean", "at click"):
+        key = a.mean(axis=(0, 1))
+    else:
+        raise ValueError(f"sort must be 'index', 'mean' or 'at click', got {sort!r}")
+    return np.argsort(-key, kind="stable")
+
+
+def channel_grid(activation, channels=None, *, columns: int = 8, tile: int = 40, pad: int = 2,
                  selected: int | None = None, cmap: str = "viridis") -> ChannelGrid:
-    """Every channel of an ``h×w×c`` activation as a tile (each scaled to its own range),
-    nearest-upscaled so the grid is about ``width`` pixels wide; ``selected`` gets a frame."""
+    """Tiles of the ``channels`` (default: all) of an ``h×w×c`` activation, ``columns`` per
+    row, each tile about ``tile`` pixels (nearest upscale, at least the map's own size) and
+    scaled to its own range; ``selected`` gets a red frame."""
     a = np.asarray(activation, np.float32)
     if a.ndim != 3:
         raise ValueError(f"activation must be h×w×c, got shape {a.shape}")
     h, w, c = a.shape
-    cols = columns or int(np.ceil(np.sqrt(c)))
-    rows = int(np.ceil(c / cols))
-    f = max(1, (width - pad * (cols - 1)) // (cols * w))
+    order = tuple(int(k) for k in (range(c) if channels is None else channels))
+    cols = max(1, min(columns, len(order)))
+    rows = max(1, -(-len(order) // cols))
+    f = max(1, tile // max(h, w))
     th, tw = h * f, w * f
     out = np.zeros((rows * th + (rows - 1) * pad, cols * tw + (cols - 1) * pad, 4), np.uint8)
     out[..., 3] = 255
-    lo, hi = a.min(axis=(0, 1)), a.max(axis=(0, 1))
-    span = np.where(hi > lo, hi - lo, 1)
-    norm = (a - lo) / span
-    for k in range(c):
-        r, q = divmod(k, cols)
+    for i, k in enumerate(order):
+        ch = a[..., k]
+        lo, hi = float(ch.min()), float(ch.max())
+        norm = (ch - lo) / (hi - lo) if hi > lo else np.zeros_like(ch)
+        r, q = divmod(i, cols)
         y, x = r * (th + pad), q * (tw + pad)
-        out[y:y + th, x:x + tw] = render.resize_nearest(render.heatmap(norm[..., k], cmap=cmap, alpha=1.0), (th, tw))
+        out[y:y + th, x:x + tw] = render.resize_nearest(render.heatmap(norm, cmap=cmap, alpha=1.0), (th, tw))
         if k == selected:
-            render.draw_box(out, (y, x, y + th, x + tw), (255, 60, 60), width=max(1, min(2, th // 4)))
-    return ChannelGrid(out, (th, tw), cols, c, pad)
+            render.draw_box(out, (y, x, y + th, x + tw), (255, 60, 60), width=2)
+    return ChannelGrid(out, (th, tw), cols, order, pad)

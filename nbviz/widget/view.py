@@ -1,61 +1,56 @@
-"""The Explorer: ipywidgets controls and an ipycanvas MultiCanvas over the method functions.
+"""The Explorer: a thin ipywidgets/ipycanvas view over a :class:`nbviz.session.Session`.
 
-Data flows one way: state (traitlets) -> request -> method function (off the main thread) ->
-numpy result -> RGBA frames -> canvas. Only the layers whose inputs changed are repainted.
+Data flows one way: state (traitlets, generated from the method table) -> an immutable request
+-> the session (cache, one-pass groups, worker thread, progressive refinements) -> a result ->
+RGBA frames -> canvas. The view keeps controls, painting and text; it names no method: what a
+method reads and which controls it shows come from its table row.
 """
 
 from __future__ import annotations
 
-import base64
 import html
+import re
 import threading
 import time
-from collections import Counter, OrderedDict
 
 import numpy as np
 
 import ipywidgets as W
-from ipycanvas import Canvas, MultiCanvas, hold_canvas
 
-from nbviz import render
-from nbviz.probe import probe as get_probe
+from nbviz.methods import table
+from nbviz.session import Result, Session, check_point, clean_error
 from nbviz.widget import frames
+from nbviz.widget.canvas import LayeredCanvas
+from nbviz.widget.controls import TOP, Controls
 from nbviz.widget.images import fit_image, load_image
 from nbviz.widget.labels import class_names, top_predictions
-from nbviz.widget.methods import METHODS, Context, Request, Result, method_options
-from nbviz.widget.state import COMPUTE_TRAITS, OVERLAY_TRAITS, TOP_TRAITS, ExplorerState
-from nbviz.widget.worker import Worker
+from nbviz.widget.snapshot import HIDE_SNAPSHOT_CSS, Snapshot
+from nbviz.widget.state import METHOD_CONTROLS, TILE_SORTS, VIEW, ExplorerState
 
 __all__ = ["Explorer"]
 
-# ipycanvas' hold_canvas switches one global cache on and off: one painter at a time
-_PAINT_LOCK = threading.RLock()
-_LAYERS = ("image", "overlay", "top")
-_TOP = -1  # the target dropdown's value for "the top prediction" (state.target None)
-_CACHE_SIZE = 24
-# hides the live notebook's copy of the static snapshot (the output right after the Explorer);
-# static renderers (nbconvert, GitHub) do not run the widget, so there the snapshot shows
-_HIDE_SNAPSHOT_CSS = (
-    "<style>.jp-OutputArea-child:has(.nbviz-explorer) + .jp-OutputArea-child,"
-    ".output_area:has(.nbviz-explorer) + .output_area{display:none}</style>"
-)
+TILES_PER_PAGE = 32
+_REQUEST_TRAITS = {"method", "layer", "target", "channel", "point", *METHOD_CONTROLS}
 
 
 class Explorer(W.VBox):
     """Look inside a Keras image model by clicking on a picture.
 
-    ``Explorer(model=None, image=None, *, labels=None, preprocess=None)``: with no model the
-    bundled demo model and one of its images are used. ``image``: numpy array, PIL image, file
-    path or a FileUpload value; resized to the model's input when it has a fixed size.
-    ``preprocess`` maps the image into the model's input space (e.g.
-    ``keras.applications.mobilenet_v2.preprocess_input``); ``labels`` names the classes.
+    ``Explorer(model=None, image=None, *, labels=None, preprocess=None, session=None)``: with no
+    model the bundled demo model and one of its images are used. ``image``: numpy array, PIL
+    image, file path or a FileUpload value; resized to the model's input when it has a fixed
+    size. ``preprocess`` maps the image into the model's input space (e.g.
+    ``keras.applications.mobilenet_v2.preprocess_input``); ``labels`` names the classes;
+    ``session``: an existing :class:`~nbviz.session.Session` of the same model to share its
+    cache with other views.
 
-    Drive it from code with :meth:`set`, :meth:`click`, :meth:`run_featvis`, :meth:`wait`;
-    read it with :meth:`frame` and :meth:`to_png`.
+    Drive it from code with :meth:`set`, :meth:`click`, :meth:`run`, :meth:`stop`,
+    :meth:`wait`; read it with :meth:`frame`, :meth:`to_png`, :attr:`result`,
+    :attr:`status_text`. Every method of :mod:`nbviz.methods.table` is offered.
     """
 
-    def __init__(self, model=None, image=None, *, labels=None, preprocess=None):
-        if model is None:
+    def __init__(self, model=None, image=None, *, labels=None, preprocess=None, session: Session | None = None):
+        if model is None and session is None:
             from nbviz import demo
 
             model = demo.load_model()
@@ -64,119 +59,181 @@ class Explorer(W.VBox):
                 image = demo.image(0)
         if preprocess is not None and not callable(preprocess):
             raise TypeError(f"preprocess must be a function image -> model input, got {type(preprocess).__name__}")
-        self.ctx = Context(model, preprocess)
-        self.probe = get_probe(model)
-        spatial = self.probe.spatial_layers()
-        if not spatial:
-            raise ValueError(f"model {model.name!r} has no layer with a spatial (h, w, c) output to explore")
+        self._owns_session = session is None
+        self.session = session if session is not None else Session(model, preprocess=preprocess)
+        self.probe = self.session.probe
+        if not self.probe.spatial_layers():
+            raise ValueError(f"model {self.probe.model.name!r} has no layer with a spatial (h, w, c) output to explore")
         self.state = ExplorerState(layer=self.probe.spatial_layer().path)
-        self.worker = Worker()
-        self.paints: Counter = Counter()  # repaints per canvas layer (tests, benchmarks)
-        self.timings: dict = {}
         self._labels_given = labels
-        self._cache: OrderedDict = OrderedDict()
-        self._predictions: dict = {}
-        self._image_version = 0
-        self._job = None
-        self._shown_key = None
         self._result: Result | None = None
-        self._layers: dict[str, np.ndarray] = {}
+        self._shown_key = None
+        self._on_demand_results: dict = {}
+        self._busy: dict | None = None
+        self._busy_timer = None
         self._grid: frames.ChannelGrid | None = None
-        self._display_handle = None
-        self._snapshot_timer = None
-        self._featvis_results: dict = {}
+        self._lock = threading.RLock()
         self._set_image_array(self._read_image(image if image is not None else _grey(self.probe)))
-        self._build_controls(spatial)
-        super().__init__(children=self._children())
+        self.canvas_layers = LayeredCanvas(self.geometry)
+        self.canvas = self.canvas_layers.widget
+        self.controls = c = Controls(self.state, self.session.layers(self.state.method),
+                                     self.session.channels(self.state.layer))
+        self._wire()
+        self.snapshot = Snapshot(self.to_png, c.save, self._filename)
+        style = W.HTML(HIDE_SNAPSHOT_CSS, layout=W.Layout(display="none"))
+        super().__init__(children=[style, c.top(), W.HBox([W.VBox([self.canvas, c.readout]), c.side()]),
+                                   c.busy, c.status])
         self.add_class("nbviz-explorer")
-        self.state.observe(self._on_state, names=sorted(set(COMPUTE_TRAITS + OVERLAY_TRAITS + TOP_TRAITS)))
-        self._repaint_all()
+        self._show_controls()
+        self._paint_all()
         self._request()
 
     # ================================================================ public, synchronous API
 
     def set(self, **values) -> "Explorer":
-        """Set state traits (method, layer, target, channel, mode, cmap, alpha, grid, steps, ...)."""
-        unknown = sorted(set(values) - set(self.state.trait_names()))
+        """Set several settings at once, all or nothing: every value is checked (against the
+        table's limits, the layer's channels, the image's size, the model's classes) before
+        any is applied; a ValueError names the first bad one and nothing changes."""
+        s = self.state
+        known = set(s.trait_names())
+        unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown Explorer setting(s) {unknown}; known: {sorted(self.state.trait_names())}")
-        if "method" in values and values["method"] not in METHODS:
-            raise ValueError(f"unknown method {values['method']!r}; choose one of {sorted(METHODS)}")
+            raise ValueError(f"unknown Explorer setting(s) {unknown}; known: {sorted(known)}")
+        new = {}
+        method = table.method(values.get("method", s.method))
+        new["method"] = method.key
+        layer = values.get("layer", s.layer)
+        path = self.probe.spatial_layer(layer).path
         if "layer" in values:
-            values["layer"] = self.probe.spatial_layer(values["layer"]).path
-        with self.state.hold_trait_notifications():
-            for k, v in values.items():
-                setattr(self.state, k, v)
+            new["layer"] = path
+        if "target" in values:
+            t = values["target"]
+            n = self.session._classes()
+            if t is not None and (isinstance(t, bool) or not isinstance(t, (int, np.integer))
+                                  or (n is not None and not 0 <= t < n)):
+                raise ValueError(f"target must be None (the top prediction) or a class in [0, {(n or 1) - 1}], got {t!r}")
+            new["target"] = None if t is None else int(t)
+        channels = self.session.channels(path)
+        if "channel" in values:
+            ch = values["channel"]
+            if isinstance(ch, bool) or not isinstance(ch, (int, np.integer)) or not 0 <= ch < channels:
+                raise ValueError(f"channel must be an int in [0, {channels - 1}] for layer {path!r}, got {ch!r}")
+            new["channel"] = int(ch)
+        elif s.channel >= channels:
+            new["channel"] = 0
+        if "point" in values:
+            new["point"] = None if values["point"] is None else check_point(values["point"], self.image.shape[:2])
+        for name in set(values) & (set(METHOD_CONTROLS) | set(VIEW)):
+            control = METHOD_CONTROLS.get(name) or VIEW[name]
+            new[name] = control.check(values[name])
+        if "tile_sort" in values:
+            if values["tile_sort"] not in TILE_SORTS:
+                raise ValueError(f"tile_sort must be one of {list(TILE_SORTS)}, got {values['tile_sort']!r}")
+            new["tile_sort"] = values["tile_sort"]
+        if "tile_page" in values:
+            pages = max(1, -(-channels // TILES_PER_PAGE))
+            p = values["tile_page"]
+            if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 0 <= p < pages:
+                raise ValueError(f"tile_page must be an int in [0, {pages - 1}], got {p!r}")
+            new["tile_page"] = int(p)
+        if "layer" in new or "method" in new:  # the layer dropdown offers the method's layers
+            self._set_layer_options(new["method"], new.get("layer", s.layer))
+        with s.hold_trait_notifications():
+            for k, v in new.items():
+                setattr(s, k, v)
         return self
 
     def click(self, y: int, x: int) -> "Explorer":
         """Click image pixel (y, x) (what a mouse click on the canvas does)."""
-        h, w = self.image.shape[:2]
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (y, x)):
-            raise TypeError(f"click(y, x) takes integer pixel coordinates, got ({y!r}, {x!r})")
-        if not (0 <= y < h and 0 <= x < w):
-            raise ValueError(f"click ({y}, {x}) is outside the {h}×{w} image")
-        self.state.point = (int(y), int(x))
-        self._update_readout((int(y), int(x)))
+        point = check_point((y, x), self.image.shape[:2])
+        self.state.point = point
+        self._update_readout(point)
         return self
 
-    def wait(self, timeout: float = 120.0) -> "Explorer":
-        """Block until the background work is done (and its result painted)."""
-        if not self.worker.wait(timeout):
-            raise TimeoutError(f"the Explorer was still busy after {timeout} s")
+    def run(self) -> "Explorer":
+        """Start the current on-demand method (the Run button); a ValueError if the method
+        runs on every change instead."""
+        row = table.method(self.state.method)
+        if not row.on_demand:
+            raise ValueError(f"{row.label} runs on every change; only on-demand methods have Run")
+        self._submit(self._make_request(row))
         return self
 
     def run_featvis(self) -> "Explorer":
-        """Start a feature visualisation of the current layer and channel (the Run button)."""
-        self.state.method = "featvis"
-        self._submit(self._make_request(METHODS["featvis"]), force=True)
-        return self
+        """Show feature visualisation and run it for the current layer and channel."""
+        return self.set(method="featvis").run()
 
     def stop(self) -> None:
-        """Stop a running feature visualisation; it keeps its current picture (the Stop button)."""
-        if self._job is not None:
-            self._job.stop.set()
+        """Stop the running computation; feature visualisation keeps (and shows) its current
+        picture."""
+        self.session.stop(self._channel)
+
+    def wait(self, timeout: float = 120.0) -> "Explorer":
+        """Block until the background work for this view is done (and its result painted)."""
+        if not self.session.worker.wait(timeout):
+            raise TimeoutError(f"the Explorer was still busy after {timeout} s")
+        return self
+
+    def prewarm(self) -> "Explorer":
+        """Compute the other methods for the current image, layer and target in the background
+        (done when the Explorer is displayed); requests made meanwhile go first."""
+        row = table.method(self.state.method)
+        self.session.prewarm(self._make_request(row if not row.on_demand else table.METHODS[0]))
+        return self
 
     def set_image(self, image) -> "Explorer":
         """Show another image (any source :class:`Explorer` accepts)."""
         self._set_image_array(self._read_image(image))
-        self._cache.clear()
-        self._shown_key = None
+        self.canvas_layers.resize(self.geometry)
         self._result = None
-        self._paint("image", frames.image_layer(self.image, self.geometry))
-        self._paint("overlay", self._overlay_rgba())
-        self._paint_top()
+        self._shown_key = None
+        self._on_demand_results.clear()
+        self._paint_all()
         self._request()
         return self
 
     def frame(self) -> np.ndarray:
         """The composed view (image, overlay, top) as H×W×4 uint8: what the canvas shows."""
-        with _PAINT_LOCK:
-            return render.composite(*(self._layers[k] for k in _LAYERS))
+        return self.canvas_layers.composed()
 
     def to_png(self, path=None) -> bytes:
-        """The current view as PNG bytes; written to ``path`` when given."""
+        """The current view as PNG bytes; written to ``path`` when given. (The Save PNG link
+        downloads the same picture in the browser.)"""
+        from nbviz import render
+
         return render.to_png(self.frame(), path)
 
     @property
     def result(self) -> Result | None:
-        """The result shown now (overlay data, values, boxes, note)."""
+        """The result shown now (display kind, data, values, boxes, note)."""
         return self._result
 
     @property
+    def worker(self):
+        return self.session.worker
+
+    @property
+    def paints(self):
+        return self.canvas_layers.paints
+
+    @property
     def readout_text(self) -> str:
-        return _strip_tags(self.readout.value)
+        return _strip_tags(self.controls.readout.value)
 
     @property
     def status_text(self) -> str:
-        return _strip_tags(self.status.value)
+        return _strip_tags(self.controls.status.value)
+
+    @property
+    def busy_text(self) -> str:
+        return _strip_tags(self.controls.busy.value)
 
     def close(self):
-        if hasattr(self, "worker"):
-            self.worker.close()
-        timer = getattr(self, "_snapshot_timer", None)
-        if timer is not None:
-            timer.cancel()
+        if hasattr(self, "snapshot"):
+            self.snapshot.cancel()
+            self._stop_busy()
+        if getattr(self, "_owns_session", False):
+            self.session.close()
         super().close()
 
     # ================================================================ image
@@ -192,344 +249,265 @@ class Explorer(W.VBox):
 
     def _set_image_array(self, image):
         self.image = image
-        self._image_version += 1
+        self.image_id = self.session.image_id(image)
         self.geometry = frames.display_geometry(*image.shape[:2])
-        if hasattr(self, "canvas"):
-            g = self.geometry
-            self.canvas.width, self.canvas.height = g.W, g.H
-            self.canvas.layout.width, self.canvas.layout.height = f"{g.W}px", f"{g.H}px"
+        if hasattr(self, "state") and self.state.point is not None:
+            h, w = image.shape[:2]
+            if not (self.state.point[0] < h and self.state.point[1] < w):
+                self.state.point = None
 
-    # ================================================================ controls
+    # ================================================================ wiring and events
 
-    def _build_controls(self, spatial):
-        s, g = self.state, self.geometry
-        self.canvas = MultiCanvas(3, width=g.W, height=g.H, layout=W.Layout(width=f"{g.W}px", height=f"{g.H}px"))
+    @property
+    def _channel(self) -> str:
+        return f"explorer-{id(self)}"
+
+    def _wire(self):
+        c = self.controls
         self.canvas.on_mouse_down(self._on_mouse_down)
-        self.canvas.on_mouse_move(self._on_mouse_move)
-        self.canvas.on_client_ready(self._on_client_ready)
-        wide = {"description_width": "70px"}
-        self.method_w = W.Dropdown(options=[(m.label, k) for k, m in METHODS.items()], description="method", style=wide)
-        self.layer_w = W.Dropdown(options=[i.path for i in spatial], description="layer", style=wide)
-        # ipywidgets reads a Dropdown value of None as "nothing selected": the top prediction is -1
-        self.target_w = W.Dropdown(options=[("top prediction", _TOP)], value=_TOP, description="target", style=wide)
-        self.channel_w = W.BoundedIntText(0, min=0, max=max(0, self._channels() - 1), description="channel",
-                                          style=wide, layout=W.Layout(width="160px"))
-        self.mode_w = W.ToggleButtons(options=["theoretical", "effective"], description="gradient",
-                                      style={"button_width": "90px"})
-        self.cmap_w = W.Dropdown(options=render.colormap_names(), description="colormap", style=wide,
-                                 layout=W.Layout(width="200px"))
-        self.alpha_w = W.FloatSlider(min=0, max=1, step=0.05, description="opacity", style=wide)
-        self.grid_w = W.Checkbox(description="cell grid", indent=False)
-        self.samples_w = W.IntSlider(min=2, max=64, description="samples", style=wide)
-        self.noise_w = W.FloatSlider(min=0, max=0.5, step=0.01, description="noise", style=wide)
-        self.ig_steps_w = W.IntSlider(min=4, max=128, description="IG steps", style=wide)
-        self.window_w = W.IntSlider(min=2, max=64, description="window", style=wide)
-        self.stride_w = W.IntSlider(min=1, max=32, description="stride", style=wide)
-        self.steps_w = W.IntSlider(min=4, max=512, description="steps", style=wide)
-        self.lr_w = W.FloatLogSlider(min=-3, max=0, step=0.1, description="learning rate", style={"description_width": "90px"})
-        self.blur_w = W.FloatSlider(min=0, max=3, step=0.1, description="blur", style=wide)
-        self.jitter_w = W.IntSlider(min=0, max=32, description="jitter", style=wide)
-        self.scale_w = W.FloatSlider(min=0, max=0.5, step=0.01, description="scale ±", style=wide)
-        self.rotate_w = W.FloatSlider(min=0, max=45, step=1, description="rotation ±", style=wide)
-        self.octaves_w = W.IntSlider(min=1, max=5, description="octaves", style=wide)
-        self.octave_scale_w = W.FloatSlider(min=1.0, max=2.0, step=0.05, description="octave ×", style=wide)
-        self.param_w = W.ToggleButtons(options=["fft", "pixel"], description="param", style={"button_width": "60px"})
-        W.link((s, "target"), (self.target_w, "value"),
-               transform=(lambda t: _TOP if t is None else t, lambda v: None if v == _TOP else v))
-        for name in ("method", "layer", "channel", "mode", "cmap", "alpha", "grid", "samples", "noise",
-                     "ig_steps", "window", "stride", "steps", "lr", "blur", "jitter", "scale", "rotate", "octaves",
-                     "octave_scale", "param"):
-            widget = getattr(self, f"{name}_w")
-            widget.value = getattr(s, name)
-            W.link((s, name), (widget, "value"))
-        self.run_w = W.Button(description="Run", icon="play", button_style="success", layout=W.Layout(width="90px"))
-        self.stop_w = W.Button(description="Stop", icon="stop", button_style="danger", layout=W.Layout(width="90px"))
-        self.run_w.on_click(lambda _: self.run_featvis())
-        self.stop_w.on_click(lambda _: self.stop())
-        self.progress_w = W.FloatProgress(min=0, max=1, value=0, layout=W.Layout(width="180px"))
-        self.progress_text = W.Label("")
-        self.upload_w = W.FileUpload(accept="image/*", multiple=False, description="image")
-        self.upload_w.observe(self._on_upload, names="value")
-        self.save_w = W.Button(description="Save PNG", icon="download", layout=W.Layout(width="110px"))
-        self.save_w.on_click(self._on_save)
-        self.grid_canvas = Canvas(width=1, height=1)
-        self.grid_canvas.on_mouse_down(self._on_grid_click)
-        self.readout = W.HTML(layout=W.Layout(min_height="22px"))
-        self.readout.add_class("nbviz-readout")
-        self.status = W.HTML(layout=W.Layout(min_height="22px"))
-        self.status.add_class("nbviz-status")
-        self._style = W.HTML(_HIDE_SNAPSHOT_CSS, layout=W.Layout(display="none"))
-        box = lambda *c: W.VBox(list(c))  # noqa: E731
-        self.groups = {
-            "mode": box(self.mode_w),
-            "smoothgrad": box(self.samples_w, self.noise_w),
-            "ig": box(self.ig_steps_w),
-            "occlusion": box(self.window_w, self.stride_w),
-            "ascent": box(self.steps_w, self.lr_w, self.blur_w, self.jitter_w, self.scale_w, self.rotate_w,
-                          self.octaves_w, self.octave_scale_w, self.param_w,
-                          W.HBox([self.run_w, self.stop_w]), W.HBox([self.progress_w, self.progress_text])),
-            "channels": box(W.Label("channels (click one)"), self.grid_canvas),
-        }
-        self._show_groups()
-
-    def _children(self):
-        top = W.HBox([self.method_w, self.layer_w, self.target_w, self.channel_w], layout=W.Layout(flex_flow="row wrap"))
-        side = W.VBox([W.HBox([self.cmap_w, self.grid_w]), self.alpha_w, *self.groups.values(),
-                       W.HBox([self.upload_w, self.save_w])], layout=W.Layout(margin="0 0 0 12px"))
-        return [self._style, top, W.HBox([W.VBox([self.canvas, self.readout]), side]), self.status]
-
-    def _show_groups(self):
-        m = METHODS[self.state.method]
-        controls = m.controls | ({"channels"} if m.key == "activations" else set())
-        for name, group in self.groups.items():
-            group.layout.display = None if name in controls else "none"
-        self.layer_w.disabled = "layer" not in m.controls
-        self.target_w.disabled = "target" not in m.controls
-        self.channel_w.disabled = "channel" not in m.controls
-
-    def _channels(self) -> int:
-        shape = self.probe.layer(self.state.layer).output_shape
-        return int(shape[-1]) if shape else 1
-
-    # ================================================================ events
+        self.canvas.on_mouse_move(lambda x, y: self._update_readout(self.geometry.to_image(y, x)))
+        c.tiles_canvas.on_mouse_down(self._on_tile_click)
+        c.run.on_click(lambda _: self._safely(self.run))
+        c.stop.on_click(lambda _: self.stop())
+        c.prev_page.on_click(lambda _: self._page(-1))
+        c.next_page.on_click(lambda _: self._page(+1))
+        c.upload.observe(self._on_upload, names="value")
+        self.state.observe(self._on_state)
 
     def _on_state(self, change):
         name = change["name"]
         if name == "method":
-            self._show_groups()
+            self._set_layer_options(self.state.method, self.state.layer)
+            self._show_controls()
         if name == "layer":
-            self.channel_w.max = max(0, self._channels() - 1)
-            if self.state.channel > self.channel_w.max:
-                self.state.channel = 0
-        if name in COMPUTE_TRAITS:  # first, so the worker starts while the top layer repaints
+            self.controls.channel.max = max(0, self.session.channels(self.state.layer) - 1)
+        if name in ("layer", "method") and self.state.tile_page:
+            self.state.tile_page = 0
+        if name in _REQUEST_TRAITS:  # first, so the worker starts while the top layer repaints
             self._request()
-        if name in TOP_TRAITS:
+        if name in ("point", "layer", "grid", "method"):
             self._paint_top()
-        if name in OVERLAY_TRAITS:
-            self._paint("overlay", self._overlay_rgba())
+        if name in ("cmap", "alpha"):
+            self._paint_overlay()
+        if name in ("tile_sort", "tile_page") or (name == "point" and self.state.tile_sort == "at click"):
+            self._paint_tiles()
 
-    def _on_mouse_down(self, x, y):
+    def _set_layer_options(self, method: str, layer: str):
+        options = self.session.layers(method)
+        if layer not in options:
+            options = options + [layer]  # the current layer stays selectable; using it says why not
+        if list(self.controls.layer.options) != options:
+            with self.state.hold_trait_notifications():
+                self.controls.layer.options = options
+                self.controls.layer.value = layer
+
+    def _show_controls(self):
+        row = table.method(self.state.method)
+        self.controls.show(row, tiles=self._result is not None and self._result.activation is not None)
+
+    def _on_mouse_down(self, x, y):  # canvas (x, y), as ipycanvas sends it
         self.click(*self.geometry.to_image(y, x))
 
-    def _on_mouse_move(self, x, y):
-        self._update_readout(self.geometry.to_image(y, x))
-
-    def _on_grid_click(self, x, y):
+    def _on_tile_click(self, x, y):
         if self._grid is not None:
             k = self._grid.channel_at(y, x)
             if k is not None:
                 self.state.channel = k
 
+    def _page(self, step: int):
+        result = self._result
+        if result is None or result.activation is None:
+            return
+        pages = max(1, -(-result.activation.shape[-1] // TILES_PER_PAGE))
+        self.state.tile_page = int(np.clip(self.state.tile_page + step, 0, pages - 1))
+
     def _on_upload(self, change):
         if change["new"]:
-            try:
-                self.set_image(change["new"])
-            except Exception as exc:  # shown, not raised into the void of a callback
-                self._show_error(exc)
+            self._safely(lambda: self.set_image(change["new"]))
 
-    def _on_save(self, _):
-        path = "nbviz-explorer.png"
+    def _safely(self, fn):
         try:
-            self.to_png(path)
-            self._set_status(f"saved the view to {html.escape(path)}")
-        except Exception as exc:
-            self._show_error(exc)
+            fn()
+        except Exception as exc:  # shown, not raised into the void of a callback
+            self._show_error(exc, "")
 
-    def _on_client_ready(self):
-        # a new page connected (Voila, reload): its canvases are blank. ipycanvas remembers the
-        # canvas it drew on last and would skip the "switch canvas" command the new page needs
-        manager = getattr(self.canvas, "_canvas_manager", None)
-        if manager is not None and hasattr(manager, "_current_canvas"):
-            manager._current_canvas = None
-        self._repaint_all()
+    # ================================================================ requests
 
-    # ================================================================ computing
-
-    def _make_request(self, method) -> Request:
+    def _make_request(self, row: table.Method):
         s = self.state
-        return Request(
-            method=method.key, image=self.image,
-            layer=s.layer if ("layer" in method.controls or method.needs_point) else "",
-            target=s.target if "target" in method.controls else None,
-            point=s.point if method.needs_point else None,
-            channel=s.channel if "channel" in method.controls else 0,
-            options=method_options(method, s))
-
-    def _key(self, req: Request):
-        point = req.point
-        if point is not None:  # one result per output cell
-            rf = self.ctx.cached_rf(req.layer)
-            point = ("cell", tuple(rf.cell(point))) if rf is not None else point
-        return (self._image_version, req.method, req.layer, req.target, point, req.channel, req.options)
-
-    def _current_key(self):
-        method = METHODS[self.state.method]
-        if method.on_demand:
-            return ("featvis", (self.state.layer, self.state.channel))
-        return self._key(self._make_request(method))
+        return self.session.request(
+            row.key, self.image, image_id=self.image_id, layer=s.layer, target=s.target,
+            channel=min(s.channel, self.session.channels(s.layer) - 1), point=s.point,
+            options={c.name: getattr(s, c.name) for c in row.controls})
 
     def _request(self):
-        method = METHODS[self.state.method]
-        if method.on_demand:  # feature visualisation runs on Run only; show the last one if any
-            key = (self.state.layer, self.state.channel)
-            self._show(self._featvis_results.get(key, Result(note="press Run to start")), ("featvis", key))
+        row = table.method(self.state.method)
+        try:
+            req = self._make_request(row)
+        except ValueError as exc:
+            self._show_error(exc, "")
             return
-        req = self._make_request(method)
-        key = self._key(req)
-        rf_pending = self.state.layer not in self.ctx._rf  # the box and readout need the layer's RF
-        if key == self._shown_key and not rf_pending:
-            self.worker.cancel()  # what is shown is current: older work is stale
+        key = self.session.key(req)
+        if row.on_demand:  # runs on Run only; show its last result for these settings, if any
+            shown = self._result.request if self._result is not None else None
+            if shown is not None and self.session.key(shown)[:6] == key[:6]:
+                return  # a click or a slider: the run (or its picture) stays
+            self.session.cancel(self._channel)
+            self._stop_busy()
+            last = self._on_demand_results.get(key[:6])
+            self._show(last or Result(note=f"{row.label}: press Run to start", request=req), key)
             return
-        if key in self._cache and self._image_version in self._predictions and not rf_pending:
-            self.worker.cancel()
-            self._cache.move_to_end(key)
-            self._show(self._cache[key], key)
+        if key == self._shown_key:
+            self.session.cancel(self._channel)  # what is shown is current: older work is stale
+            self._stop_busy()
             return
         self._submit(req)
 
-    def _submit(self, req: Request, force: bool = False):
-        method = METHODS[req.method]
-        version = self._image_version
-        key = ("featvis", (req.layer, req.channel)) if method.on_demand else self._key(req)
-        submitted = time.perf_counter()
-        job_box = {}
+    def _submit(self, req):
+        row = req.row
+        started = time.perf_counter()
 
-        def run(stop):
-            t0 = time.perf_counter()
-            if version not in self._predictions:
-                self._predictions[version] = self._predict(req.image)
-            try:
-                self.ctx.receptive_field(self.state.layer)
-            except Exception:
-                pass  # no RF for this layer: readout and box say so
-            t1 = time.perf_counter()
-            progress = self._progress_fn(job_box, req) if method.on_demand else (lambda *a: None)
-            result = method.run(self.ctx, req, stop, progress)
-            t2 = time.perf_counter()
-            self.timings = {"method": req.method, "queue_ms": (t0 - submitted) * 1e3,
-                            "prepare_ms": (t1 - t0) * 1e3, "method_ms": (t2 - t1) * 1e3}
-            return result
-
-        def done(result):
-            t0 = time.perf_counter()
-            key = ("featvis", (req.layer, req.channel)) if method.on_demand else self._key(req)  # RF known now
-            if method.on_demand:
-                self._featvis_results[key[1]] = result
-                self.progress_w.value = 1.0 if not job_box["job"].stop.is_set() else self.progress_w.value
+        def on_result(result: Result):
+            key = self.session.key(req)  # again: a point counts by its cell once the RF is known
+            if result.final and row.on_demand:
+                self._on_demand_results[key[:6]] = result
+            if self._current_key() != key and not row.on_demand:
+                return  # the state moved on (its own request is on its way)
+            if not result.final:
+                self._busy_progress(result)
             else:
-                self._cache[key] = result
-                while len(self._cache) > _CACHE_SIZE:
-                    self._cache.popitem(last=False)
+                self._stop_busy()
             self._update_targets()
-            if self._current_key() == key:  # the state may have moved on to a cached result
-                self._show(result, key)
-            self.timings["paint_ms"] = (time.perf_counter() - t0) * 1e3
-            self.timings["total_ms"] = (time.perf_counter() - submitted) * 1e3
-            self._set_status(f"{html.escape(result.note)} <span style='color:#888'>· "
-                             f"{self.timings['method_ms']:.0f} ms</span>")
+            self._show(result, key)
 
-        def failed(exc, tb):
+        def on_error(exc, tb):
+            self._stop_busy()
             self._update_targets()
             self._show_error(exc, tb)
 
-        self._set_status(f"computing {html.escape(method.label)}…")
-        job = self.worker.submit(run, done, failed, name=req.method)
-        job_box["job"] = job
-        self._job = job
+        self._start_busy(row.label, started)
+        job = self.session.submit(req, on_result, on_error=on_error, channel=self._channel)
+        if job is None:  # served from the cache
+            self._stop_busy()
 
-    def _progress_fn(self, job_box, req: Request):
-        steps = max(1, int(dict(req.options).get("steps", 64)))
-        octaves = max(1, int(dict(req.options).get("octaves", 1)))
+    def _current_key(self):
+        try:
+            return self.session.key(self._make_request(table.method(self.state.method)))
+        except ValueError:
+            return None
 
-        def progress(step, picture, value):
-            job = job_box.get("job")
-            if job is None or job.stop.is_set() or job is not self._job:
+    # ================================================================ busy indicator
+
+    def _start_busy(self, label: str, started: float):
+        with self._lock:
+            self._busy = {"label": label, "started": started, "fraction": None, "step": None}
+            if self._busy_timer is None:
+                self._tick()
+
+    def _busy_progress(self, partial: Result):
+        with self._lock:
+            if self._busy is not None:
+                self._busy.update(fraction=partial.fraction, step=(partial.step, partial.steps))
+        if partial.steps:
+            c = self.controls
+            c.progress.value = min(1.0, partial.step / partial.steps)
+            c.progress_text.value = f"step {partial.step} of {partial.steps}"
+
+    def _tick(self):
+        with self._lock:
+            b = self._busy
+            if b is None:
+                self._busy_timer = None
+                self.controls.busy.value = ""
                 return
-            self.progress_w.value = min(1.0, (step + 1) / (steps * octaves))
-            self.progress_text.value = f"step {step + 1} · objective {value:.4g}"
-            if self.state.method == "featvis":
-                self._result = Result("picture", np.asarray(picture, np.float32), note="optimising")
-                self._paint("overlay", self._overlay_rgba())
-        return progress
+            elapsed = time.perf_counter() - b["started"]
+            parts = [f"computing {html.escape(b['label'])}…", f"{elapsed:.1f} s"]
+            step = b["step"]
+            if step and step[1]:
+                parts.append(f"step {step[0]} of {step[1]}")
+            elif b["fraction"] is not None:
+                parts.append(f"{b['fraction'] * 100:.0f} %")
+            self.controls.busy.value = ("<span style='color:#8a5a00'>⏳ " + " · ".join(parts) + "</span>")
+            self._busy_timer = threading.Timer(0.2, self._tick)
+            self._busy_timer.daemon = True
+            self._busy_timer.start()
 
-    def _predict(self, image):
-        p = self.probe
-        out = np.asarray(p.forward(p.prepare(self.ctx.model_input(image))[0]))[0]
-        return out
+    def _stop_busy(self):
+        with self._lock:
+            self._busy = None
+            if self._busy_timer is not None:
+                self._busy_timer.cancel()
+                self._busy_timer = None
+            self.controls.busy.value = ""
 
-    def _update_targets(self):
-        scores = self._predictions.get(self._image_version)
-        if scores is None:
-            return
-        names = class_names(scores.shape[-1], self._labels_given)
-        options = [("top prediction", _TOP)] + [
-            (f"{names[i]} ({v:.3g})", i) for i, v in top_predictions(scores, 5)]
-        target = self.state.target
-        if target is not None and target not in [o[1] for o in options]:
-            options.append((names[target] if 0 <= target < len(names) else f"class {target}", target))
-        if list(self.target_w.options) != options:
-            with self.state.hold_trait_notifications():
-                self.target_w.options = options
-                self.target_w.value = _TOP if target is None else target
-
-    # ================================================================ painting
+    # ================================================================ showing
 
     def _show(self, result: Result, key):
         self._result = result
-        self._shown_key = key
-        self._paint("overlay", self._overlay_rgba())
-        if result.activation is not None:
-            self._grid = frames.channel_grid(result.activation, selected=self.state.channel)
-            gh, gw = self._grid.image.shape[:2]
-            self.grid_canvas.width, self.grid_canvas.height = gw, gh
-            self.grid_canvas.layout.width, self.grid_canvas.layout.height = f"{gw}px", f"{gh}px"
-            with _PAINT_LOCK, hold_canvas():
-                _put_rgba(self.grid_canvas, self._grid.image)
+        self._shown_key = key if result.final else None
+        self._paint_overlay()
+        self._paint_tiles()
+        self._show_controls()
         self._paint_top()
+        if result.steps:  # the progress bar agrees with the status line
+            c = self.controls
+            c.progress.value = min(1.0, (result.step or 0) / result.steps)
+            c.progress_text.value = (f"stopped at step {result.step} of {result.steps}" if result.stopped else
+                                     f"step {result.step} of {result.steps}")
         if self.state.point is not None:
             self._update_readout(self.state.point)
-        self._schedule_snapshot()
+        self._set_status(result)
+        self.snapshot.schedule()
 
-    def _overlay_rgba(self) -> np.ndarray:
-        r = self._result
-        if r is None:
-            return render.blank(self.geometry.H, self.geometry.W)
-        return frames.overlay_layer(r.kind, r.data, self.geometry, cmap=self.state.cmap, alpha=self.state.alpha)
+    def _paint_all(self):
+        self.canvas_layers.paint("image", frames.image_layer(self.image, self.geometry))
+        self._paint_overlay()
+        self._paint_top()
 
-    def _top_rgba(self) -> np.ndarray:
-        s = self.state
-        rf = self.ctx.cached_rf(s.layer)
-        box = rf.box(rf.cell(s.point)) if (rf is not None and s.point is not None) else None
-        r = self._result
-        gradient_box = r.gradient_box if r is not None and s.method in ("rf", "rf_max") else None
-        grid = (rf.stride, rf.offset) if (rf is not None and s.grid) else None
-        return frames.top_layer(self.geometry, point=s.point, box=box, gradient_box=gradient_box, grid=grid)
+    def _paint_overlay(self):
+        r, s = self._result, self.state
+        rgba = (frames.overlay_layer(r.display, r.data, self.geometry, cmap=s.cmap, alpha=s.alpha)
+                if r is not None else frames.overlay_layer(None, None, self.geometry))
+        self.canvas_layers.paint("overlay", rgba)
 
     def _paint_top(self):
-        self._paint("top", self._top_rgba())
+        s, r = self.state, self._result
+        rf = self.session.context.cached_rf(s.layer)
+        on_image = r is None or r.display != "picture"  # marks mean nothing on a generated picture
+        point = s.point if on_image else None
+        box = rf.box(rf.cell(point)) if (rf is not None and point is not None) else None
+        gradient_box = r.gradient_box if r is not None else None
+        grid = (rf.stride, rf.offset) if (rf is not None and s.grid and on_image) else None
+        self.canvas_layers.paint("top", frames.top_layer(self.geometry, point=point, box=box,
+                                                         gradient_box=gradient_box, grid=grid))
 
-    def _paint(self, name: str, rgba: np.ndarray):
-        with _PAINT_LOCK:
-            if name != "image" and name in self._layers and np.array_equal(self._layers[name], rgba):
-                return
-            self._layers[name] = rgba
-            self.paints[name] += 1
-            layer = self.canvas[_LAYERS.index(name)]
-            with hold_canvas():
-                layer.clear()
-                _put_rgba(layer, rgba)
+    def _paint_tiles(self):
+        r, s, c = self._result, self.state, self.controls
+        if r is None or r.activation is None:
+            self._grid = None
+            return
+        act = r.activation
+        cell = None
+        rf = self.session.context.cached_rf(s.layer)
+        if s.point is not None and rf is not None:
+            cy, cx = (int(v) for v in rf.cell(s.point))
+            cell = (min(max(cy, 0), act.shape[0] - 1), min(max(cx, 0), act.shape[1] - 1))
+        order = frames.channel_order(act, s.tile_sort, cell)
+        n = len(order)
+        page = min(s.tile_page, max(0, (n - 1) // TILES_PER_PAGE))
+        shown = order[page * TILES_PER_PAGE:(page + 1) * TILES_PER_PAGE]
+        self._grid = frames.channel_grid(act, shown, selected=r.request.channel if r.request else s.channel)
+        gh, gw = self._grid.image.shape[:2]
+        c.tiles_canvas.width, c.tiles_canvas.height = gw, gh
+        c.tiles_canvas.layout.width, c.tiles_canvas.layout.height = f"{gw}px", f"{gh}px"
+        from nbviz.widget.canvas import PAINT_LOCK, put_rgba
+        from ipycanvas import hold_canvas
 
-    def _repaint_all(self):
-        with _PAINT_LOCK:
-            if "image" not in self._layers:
-                self._layers["image"] = frames.image_layer(self.image, self.geometry)
-                self._layers["overlay"] = self._overlay_rgba()
-                self._layers["top"] = self._top_rgba()
-            with hold_canvas():
-                for i, name in enumerate(_LAYERS):
-                    self.canvas[i].clear()
-                    _put_rgba(self.canvas[i], self._layers[name])
-                    self.paints[name] += 1
+        with PAINT_LOCK, hold_canvas():
+            put_rgba(c.tiles_canvas, self._grid.image)
+        sort = {"index": "by index", "mean": "by mean activation",
+                "at click": "by activation at the clicked cell" if cell else "by mean (click for the cell)"}[s.tile_sort]
+        c.page_text.value = f"{page * TILES_PER_PAGE + 1}–{min(n, (page + 1) * TILES_PER_PAGE)} of {n}, {sort}"
 
     # ================================================================ text
 
@@ -537,7 +515,7 @@ class Explorer(W.VBox):
         y, x = point
         s = self.state
         parts = [f"pointer (y={y}, x={x})"]
-        rf = self.ctx.cached_rf(s.layer)
+        rf = self.session.context.cached_rf(s.layer)
         if rf is not None:
             parts.append(f"cell {tuple(int(v) for v in rf.cell(point))}")
         r = self._result
@@ -548,67 +526,62 @@ class Explorer(W.VBox):
         if rf is not None:
             parts.append(f"RF size {_pair(rf.size)}, stride {_pair(rf.stride)}, offset {_pair(rf.offset)} at {s.layer}")
         else:
-            parts.append(f"RF of {s.layer}: not known yet")
-        self.readout.value = "<span style='font-family:monospace'>" + html.escape(" · ".join(parts)) + "</span>"
+            parts.append(f"RF of {s.layer}: not known")
+        self.controls.readout.value = "<span style='font-family:monospace'>" + html.escape(" · ".join(parts)) + "</span>"
 
-    def _set_status(self, text_html: str):
-        self.status.value = f"<span style='color:#444'>{text_html}</span>"
+    def _set_status(self, result: Result):
+        """The status line describes what the canvas shows: the shown result's own note."""
+        extra = []
+        if not result.final:
+            extra.append(f"refining, {result.fraction * 100:.0f} %")
+        elif result.elapsed_ms is not None:
+            extra.append(f"{result.elapsed_ms:.0f} ms" if result.elapsed_ms >= 1 else "from the cache")
+        tail = f" <span style='color:#888'>· {' · '.join(extra)}</span>" if extra else ""
+        self.controls.status.value = f"<span style='color:#444'>{html.escape(result.note)}</span>{tail}"
 
     def _show_error(self, exc, tb: str = ""):
-        msg = html.escape(f"{type(exc).__name__}: {exc}")
+        # the canvas shows the picture alone, so the status line only has the error to describe
+        self._result = None
+        self._shown_key = None
+        self._paint_overlay()
+        self._paint_top()
+        msg = html.escape(clean_error(exc))
         details = f"<details><summary>traceback</summary><pre>{html.escape(tb)}</pre></details>" if tb else ""
-        self.status.value = f"<div style='color:#b00020'><b>error</b> {msg}{details}</div>"
+        self.controls.status.value = f"<div style='color:#b00020'><b>error</b> {msg}{details}</div>"
 
-    # ================================================================ static snapshot
+    def _update_targets(self):
+        scores = self.session.context.cached_predictions(self.image_id)
+        if scores is None:
+            try:
+                scores = self.session.context.predictions(self.image_id, self.image)
+            except Exception:
+                return
+        names = class_names(scores.shape[-1], self._labels_given)
+        options = [("top prediction", TOP)] + [(f"{names[i]} ({v:.3g})", i) for i, v in top_predictions(scores, 5)]
+        target = self.state.target
+        if target is not None and target not in [o[1] for o in options]:
+            options.append((names[target] if 0 <= target < len(names) else f"class {target}", target))
+        w = self.controls.target
+        if list(w.options) != options:
+            with self.state.hold_trait_notifications():
+                w.options = options
+                w.value = TOP if target is None else target
 
-    def _snapshot_bundle(self) -> dict:
-        png = base64.b64encode(self.to_png()).decode("ascii")
-        return {"image/png": png, "text/plain": "nbviz Explorer snapshot"}
+    def _filename(self) -> str:
+        row = table.method(self.state.method)
+        return f"nbviz-{row.key}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', self.state.layer)}.png"
+
+    # ================================================================ display
 
     def _ipython_display_(self):
-        from IPython.display import display
-
-        self.worker.wait(10.0)  # the first result, so the saved snapshot shows it
-        data = W.Widget._repr_mimebundle_(self) or {}
-        data = dict(data)
-        data["text/plain"] = repr(self)
-        display(data, raw=True)
-        self._display_handle = display(self._snapshot_bundle(), raw=True, display_id=True)
-
-    def _schedule_snapshot(self, delay: float = 0.5):
-        if self._display_handle is None:
-            return
-        if self._snapshot_timer is not None:
-            self._snapshot_timer.cancel()
-        self._snapshot_timer = threading.Timer(delay, self._update_snapshot)
-        self._snapshot_timer.daemon = True
-        self._snapshot_timer.start()
-
-    def _update_snapshot(self):
-        try:
-            self._display_handle.update(self._snapshot_bundle(), raw=True)
-        except Exception:
-            pass  # no frontend (closed kernel): nothing to update
+        self.wait(10.0)  # the first result, so the saved snapshot shows it
+        self.snapshot.display(self)
+        self.prewarm()
 
     def __repr__(self):
-        return (f"nbviz Explorer: {self.probe.model.name}, {METHODS[self.state.method].label} "
-                f"at {self.state.layer} (live view needs a running kernel; snapshot below)")
-
-
-def _put_rgba(canvas, rgba: np.ndarray) -> None:
-    """``canvas.put_image_data(rgba, 0, 0)`` with a faster PNG encoding (zlib level 1).
-
-    ipycanvas encodes with Pillow's default level, several times slower for a 512×512 frame; its
-    draw-command channel is used directly when present (ipycanvas 0.13-0.14), else the public call.
-    """
-    from ipycanvas import canvas as ipc
-
-    manager = getattr(canvas, "_canvas_manager", None)
-    commands = getattr(ipc, "COMMANDS", None)
-    if manager is None or not commands or "putImageData" not in commands:
-        canvas.put_image_data(rgba, 0, 0)
-        return
-    manager.send_draw_command(canvas, commands["putImageData"], [0, 0], [render.encode_png(rgba)])
+        row = table.method(self.state.method)
+        return (f"nbviz Explorer: {self.probe.model.name}, {row.label} at {self.state.layer} "
+                "(live view needs a running kernel; snapshot below)")
 
 
 def _pair(v) -> str:
@@ -618,8 +591,6 @@ def _pair(v) -> str:
 
 
 def _strip_tags(text: str) -> str:
-    import re
-
     return html.unescape(re.sub(r"<[^>]+>", "", text))
 
 

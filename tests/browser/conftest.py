@@ -130,6 +130,23 @@ def jupyterlab(nbdir: Path, work: Path):
 
 
 @contextmanager
+def notebook7(nbdir: Path, work: Path):
+    """A Jupyter Notebook 7 server rooted at ``nbdir``; yields its base URL and token."""
+    us = work / "nb7-user-settings"  # empty: Notebook 7 fails on settings of plugins it lacks
+    us.mkdir(parents=True, exist_ok=True)
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = [sys.executable, "-m", "notebook", "--no-browser", "--allow-root",
+           "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={nbdir}",
+           f"--JupyterNotebookApp.user_settings_dir={us}",
+           f"--JupyterNotebookApp.workspaces_dir={work / 'nb7-workspaces'}"]
+    base = f"http://127.0.0.1:{port}"
+    with run_server(cmd, isolated_env(work), port, work / "notebook7.log",
+                    ready_url=f"{base}/api/status?token={token}"):
+        yield base, token
+
+
+@contextmanager
 def voila(notebook: Path, work: Path):
     """A Voila server for ``notebook``; yields its base URL (each GET of / runs the notebook)."""
     port = free_port()
@@ -151,7 +168,7 @@ def page(tmp_path):
     with sync_api.sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=chromium, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1100})
+            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1100}, accept_downloads=True)
         pg = ctx.pages[0] if ctx.pages else ctx.new_page()
         pg.set_default_timeout(60_000)
         pg.js_errors = []

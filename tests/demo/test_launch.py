@@ -29,6 +29,22 @@ def test_notebook_url_and_folder():
     assert launch.find_notebooks() == ROOT / "notebooks"
 
 
+def test_the_demo_runs_on_a_copy_with_quiet_tensorflow(tmp_path):
+    root = launch.working_copy(ROOT / "notebooks")
+    try:
+        assert root != ROOT and sorted(p.name for p in (root / "notebooks").glob("*.ipynb")) == sorted(
+            p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+        (root / "notebooks" / "quickstart.ipynb").write_text("{}")  # a user's save goes to the copy
+        assert (ROOT / "notebooks" / "quickstart.ipynb").read_text() != "{}"
+    finally:
+        import shutil
+
+        shutil.rmtree(root)
+    env = launch.server_env(ROOT, {"PATH": "/bin", "PYTHONPATH": "/x"})
+    assert env["TF_CPP_MIN_LOG_LEVEL"] == "3" and env["PYTHONPATH"] == f"{ROOT}{os.pathsep}/x"
+    assert launch.server_env(ROOT, {"TF_CPP_MIN_LOG_LEVEL": "0"})["TF_CPP_MIN_LOG_LEVEL"] == "0"  # the user's wins
+
+
 def test_bad_port_is_refused(capsys):
     with pytest.raises(SystemExit):
         launch.main(["--port", "70000", "--no-browser"])
@@ -51,11 +67,14 @@ def test_launch_serves_the_quickstart_notebook(tmp_path):
     try:
         deadline = time.monotonic() + 90
         url = None
+        seen = ""
         while url is None and time.monotonic() < deadline and proc.poll() is None:
             line = proc.stdout.readline()
+            seen += line
             m = re.search(r"(http://127\.0\.0\.1:\d+/lab/tree/notebooks/quickstart\.ipynb\?token=\w+)", line)
             url = m and m.group(1)
         assert url, f"no URL printed (exit code {proc.poll()})"
+        assert "working on a copy of" in seen
         assert f":{port}/" in url
         with urllib.request.urlopen(url, timeout=20) as response:  # the JupyterLab page
             assert response.status == 200

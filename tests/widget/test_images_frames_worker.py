@@ -11,7 +11,7 @@ from nbviz import render
 from nbviz.widget import frames
 from nbviz.widget.images import fit_image, load_image
 from nbviz.widget.labels import class_names, top_predictions
-from nbviz.widget.worker import Worker
+from nbviz.session.worker import Worker
 
 
 # --------------------------------------------------------------------------- images
@@ -87,26 +87,53 @@ def test_top_layer_draws_the_scaled_box_and_crosshair():
     assert shadow[146, 276:285].all() and shadow[148, 290:298].all()
 
 
-def test_overlay_layer_kinds():
+def test_overlay_layer_by_display_kind():
     g = frames.display_geometry(2, 2, target=4)
-    heat = frames.overlay_layer("heat", np.array([[0, 1], [1, 0]], np.float32), g, alpha=1.0, cmap="gray")
-    assert heat.shape == (4, 4, 4) and heat[0, 0, 0] == 0 and heat[0, 3, 0] == 255
+    heat = frames.overlay_layer("unsigned", np.array([[0, 2], [2, 1]], np.float32), g, alpha=1.0, cmap="gray")
+    assert heat.shape == (4, 4, 4) and heat[0, 0, 0] == 0 and heat[0, 3, 0] == 255 and heat[3, 3, 0] == 128
     assert (frames.overlay_layer(None, None, g) == 0).all()
     pic = frames.overlay_layer("picture", np.ones((2, 2, 3)), g, alpha=0.1)
     assert (pic[..., 3] == 255).all()
-    with pytest.raises(ValueError, match="overlay kind"):
+    with pytest.raises(ValueError, match="display must be"):
         frames.overlay_layer("nope", np.ones((2, 2)), g)
+    # signed maps: the default colormap is diverging and zero is its centre, whatever the range
+    signed = np.array([[-1, 0], [0, 4]], np.float32)
+    rgba = frames.display_rgba("signed", signed, alpha=1.0)
+    centre = render.heatmap(np.full((1, 1), 0.5, np.float32), cmap="RdBu_r", alpha=1.0)[0, 0]
+    np.testing.assert_array_equal(rgba[0, 1], centre)
+    assert rgba[1, 1, 0] > rgba[1, 1, 2] and rgba[0, 0, 2] > rgba[0, 0, 0]  # red up, blue down
+    # unsigned maps: a sequential default; the user's colormap wins over the default
+    assert not np.array_equal(frames.display_rgba("unsigned", signed), frames.display_rgba("unsigned", signed, cmap="jet"))
+    # guided gradients (rgb): each channel scaled on its own around grey, drawn opaque
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(8, 8, 3)).astype(np.float32) * np.array([1e-4, 1.0, 50.0], np.float32)
+    rgb = frames.display_rgba("rgb", grads, alpha=0.3)
+    assert (rgb[..., 3] == 255).all()
+    assert all(rgb[..., c].std() > 30 for c in range(3))  # structure in every channel, not a grey wash
+
+
+def test_grid_lines_are_visible_between_cells():
+    g = frames.display_geometry(32, 32)  # ×14
+    top = frames.top_layer(g, grid=((4, 4), (1.5, 1.5)))  # stride 4, first cell centred on pixel 1.5
+    on = top[..., 3] > 0
+    rows = np.flatnonzero(on.all(axis=1))  # full horizontal lines across the canvas
+    assert len(rows) >= 2 * 7 and np.all(np.isin(np.arange(56, 448, 56), rows))  # every 4 px × 14
+    light = np.all(top[..., :3] == frames.GRID_COLOR[:3], axis=-1)
+    dark = np.all(top[..., :3] == 0, axis=-1) & on
+    assert light[56].all() and dark[57, 58:110].all()  # a light line with a dark edge: seen on any picture
 
 
 def test_channel_grid_maps_clicks_to_channels():
     act = np.random.default_rng(0).random((4, 4, 10)).astype(np.float32)
-    grid = frames.channel_grid(act, width=64, pad=1)
-    assert grid.columns == 4 and grid.tile == (4 * 3, 4 * 3)
+    grid = frames.channel_grid(act, [9, 3, 0, 1, 2, 4, 5, 6, 7, 8], columns=4, tile=12, pad=1)
+    assert grid.columns == 4 and grid.tile == (4 * 3, 4 * 3) and grid.channels == 10
     th = grid.tile[0] + 1
-    assert grid.channel_at(0, 0) == 0 and grid.channel_at(1, th * 1 + 2) == 1
-    assert grid.channel_at(th * 2 + 3, th * 1 + 3) == 9
+    assert grid.channel_at(0, 0) == 9 and grid.channel_at(1, th * 1 + 2) == 3
+    assert grid.channel_at(th * 2 + 3, th * 1 + 3) == 8
     assert grid.channel_at(th * 2 + 3, th * 2 + 3) is None  # empty tile
     assert grid.channel_at(grid.tile[0], 0) is None  # padding
+    assert list(frames.channel_order(act, "mean")) == list(np.argsort(-act.mean(axis=(0, 1))))
+    assert frames.channel_order(act, "at click", (2, 3))[0] == int(np.argmax(act[2, 3]))
 
 
 def test_class_names_and_top_predictions(monkeypatch, tmp_path):
@@ -125,9 +152,9 @@ def test_worker_newest_wins_and_drops_stale_results():
     shown, stops = [], []
 
     def slow(tag):
-        def run(stop):
+        def run(job):
             gate.wait(5)
-            stops.append((tag, stop.is_set()))
+            stops.append((tag, job.stop.is_set()))
             return tag
         return run
 
@@ -150,12 +177,12 @@ def test_worker_captures_errors_and_keeps_going():
     w = Worker()
     errors, results = [], []
 
-    def boom(stop):
+    def boom(job):
         raise ValueError("bad layer")
 
     w.submit(boom, results.append, lambda e, tb: errors.append((e, tb)))
     w.wait(5)
-    w.submit(lambda stop: 42, results.append, lambda e, tb: errors.append(e))
+    w.submit(lambda job: 42, results.append, lambda e, tb: errors.append(e))
     w.wait(5)
     assert isinstance(errors[0][0], ValueError) and "bad layer" in errors[0][1] and results == [42]
     w.close()

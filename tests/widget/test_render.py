@@ -72,8 +72,9 @@ def test_crosshair_and_grid():
     assert on[10, 6:9].all() and on[10, 12:15].all() and on[6:9, 10].all() and on[12:15, 10].all()
     assert not on[10, 9:12].any() and on.sum() == 12
     grid = render.draw_grid(render.blank(8, 8), (4, 4), (1, 1), (1, 2, 3, 4))
-    ys, xs = np.nonzero(grid[..., 3])
-    assert sorted(set(ys)) == [1, 5] and sorted(set(xs)) == [1, 5]
+    on = grid[..., 3] > 0  # full lines: rows 1 and 5, columns 1 and 5
+    assert on[[1, 5], :].all() and on[:, [1, 5]].all() and on.sum() == 8 * 4 - 4
+    assert not on[[0, 2, 3, 4, 6, 7]][:, [0, 2, 3, 4, 6, 7]].any()
 
 
 def test_composite_is_source_over():
