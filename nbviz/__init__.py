@@ -35,12 +35,16 @@ _EXPORTS = {
     "fully_convolutional": "nbviz.methods.receptive_field",
     "plot_rf_grid": "nbviz.methods.rf_plot",
     "plot_gradient_at": "nbviz.methods.rf_plot",
+    "effective_rf": "nbviz.methods.erf",
+    # training
+    "Recorder": "nbviz.callbacks",
+    "open_run": "nbviz.runstore",
     # the widget
     "Explorer": "nbviz.widget",
     # the widget-free session the Explorer (and other views) build on
     "Session": "nbviz.session",
 }
-_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget", "session")
+_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget", "session", "callbacks")
 
 __all__ = ["ImageInput", "LayerInfo", "Probe", "__version__", *_EXPORTS, *_SUBMODULES]
 

@@ -9,6 +9,13 @@ replaces the shipped files):
 * ``training_log.csv``  loss and accuracy per epoch on the training and held-out scenes;
 * ``images.npz``        the shipped held-out scenes: images, labels, boxes, masks.
 
+With ``--record DIR`` a :class:`nbviz.callbacks.Recorder` watches the first ``--record-scenes``
+shipped scenes (Grad-CAM and saliency maps, the effective receptive field of every convolution,
+feature visualisations of two ``block3_relu`` channels) before training and after every epoch,
+into the run store ``DIR`` (``nbviz.callbacks.open_run(DIR)``); ``--tensorboard LOGDIR`` also
+writes them for TensorBoard. The Recorder does not change the training: the model is bit for bit
+the one trained without it.
+
 Seeds: training scenes come from ``seed``, held-out scenes from ``seed + 1000``, the shipped
 scenes from ``seed + 2000``, the per-epoch augmentation (:func:`augment`) from ``seed + 3000``;
 weights and shuffling from ``keras.utils.set_random_seed(seed)``. The times in the card are wall
@@ -119,13 +126,21 @@ def train(
     learning_rate: float = 3e-3,
     size: int = SIZE,
     verbose: int = 2,
+    record: str | os.PathLike | None = None,
+    record_scenes: int = 4,
+    tensorboard: str | os.PathLike | None = None,
 ) -> dict:
-    """Train, evaluate and write the four files into ``out``; returns the card (a dict)."""
+    """Train, evaluate and write the four files into ``out``; returns the card (a dict).
+
+    ``record``: a run-store folder for a :class:`nbviz.callbacks.Recorder` on the first
+    ``record_scenes`` shipped scenes (see the module docstring); ``tensorboard``: its TensorBoard
+    log folder. The card then has ``recorder_seconds`` (its cost per record)."""
     import keras
     import tensorflow as tf
 
     for name, value in (("train_scenes", train_scenes), ("heldout_scenes", heldout_scenes),
-                        ("shipped_scenes", shipped_scenes), ("epochs", epochs)):
+                        ("shipped_scenes", shipped_scenes), ("epochs", epochs),
+                        ("record_scenes", record_scenes)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     out = Path(out)
@@ -146,6 +161,9 @@ def train(
         schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps, alpha=0.02)
         model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         augment_rng = np.random.default_rng(seed + 3000)
+        recorder = None
+        if record is not None or tensorboard is not None:
+            recorder = recorder_for(shipped.images[:record_scenes], record, tensorboard)
         history: dict[str, list[float]] = {}
         for epoch in range(epochs):  # a new augmentation of the training scenes every epoch
             h = model.fit(
@@ -157,6 +175,7 @@ def train(
                 validation_data=(heldout.images.astype("float32"), heldout.labels),
                 shuffle=True,
                 verbose=verbose,
+                callbacks=[] if recorder is None else [recorder],
             )
             for k, v in h.history.items():
                 history.setdefault(k, []).extend(v)
@@ -209,8 +228,28 @@ def train(
         "versions": _versions(),
         "command": "python -m nbviz.demo.train",
     }
+    if recorder is not None:
+        card["recorder_seconds"] = [round(c["total"], 3) for c in recorder.seconds]
+        card["record"] = None if record is None else str(record)
     (out / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     return card
+
+
+def recorder_for(images, record, tensorboard):
+    """The demo's :class:`~nbviz.callbacks.Recorder`: Grad-CAM and saliency of ``images``, the
+    ERF of every convolution, 32-step feature visualisations of ``block3_relu`` channels 0 and 1
+    (64 px, pixel parametrisation), before training and after every epoch."""
+    from nbviz.callbacks import Recorder
+
+    return Recorder(images, methods=("gradcam", "saliency"),
+                    featvis=(("block3_relu", 0), ("block3_relu", 1)),
+                    featvis_options={"steps": 32, "preprocess": _to_raw},
+                    out=record, tensorboard=tensorboard)
+
+
+def _to_raw(x):
+    """Feature visualisation renders RGB in [0, 1]; the demo model takes 0..255."""
+    return x * 255.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-scenes", type=int, default=6000)
     parser.add_argument("--heldout-scenes", type=int, default=1000)
     parser.add_argument("--shipped-scenes", type=int, default=32)
+    parser.add_argument("--record", metavar="DIR", default=None,
+                        help="record maps, ERF and feature visualisations of fixed scenes every "
+                             "epoch into this run store (nbviz.callbacks.open_run)")
+    parser.add_argument("--record-scenes", type=int, default=4, help="scenes recorded (default 4)")
+    parser.add_argument("--tensorboard", metavar="LOGDIR", default=None,
+                        help="also write the records as TensorBoard summaries")
     args = parser.parse_args(argv)
     card = train(
         args.out,
@@ -229,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         train_scenes=args.train_scenes,
         heldout_scenes=args.heldout_scenes,
         shipped_scenes=args.shipped_scenes,
+        record=args.record,
+        record_scenes=args.record_scenes,
+        tensorboard=args.tensorboard,
     )
     print(
         f"held-out accuracy {card['heldout_accuracy']:.3f} on {card['heldout_scenes']} scenes, "
