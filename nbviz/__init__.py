@@ -43,8 +43,19 @@ _EXPORTS = {
     "Explorer": "nbviz.widget",
     # the widget-free session the Explorer (and other views) build on
     "Session": "nbviz.session",
+    # can I trust this map? (metrics, sanity checks, side-by-side comparison)
+    "deletion": "nbviz.metrics",
+    "insertion": "nbviz.metrics",
+    "mufidelity": "nbviz.metrics",
+    "pointing_game": "nbviz.metrics",
+    "energy_in_box": "nbviz.metrics",
+    "completeness": "nbviz.metrics",
+    "randomised": "nbviz.sanity",
+    "model_randomisation": "nbviz.sanity",
+    "compare": "nbviz.comparison",
+    "compare_scores": "nbviz.comparison",
 }
-_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget", "session", "callbacks")
+_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget", "session", "callbacks", "metrics", "sanity", "comparison")
 
 __all__ = ["ImageInput", "LayerInfo", "Probe", "__version__", *_EXPORTS, *_SUBMODULES]
 

@@ -27,6 +27,10 @@ __all__ = [
     "composite",
     "encode_png",
     "to_png",
+    "diverging",
+    "one_scale",
+    "scaled",
+    "display_map",
 ]
 
 Color = Sequence[int]
@@ -333,3 +337,91 @@ def to_png(rgba, path=None) -> bytes:
         with open(path, "wb") as f:
             f.write(data)
     return data
+
+
+# --------------------------------------------------------------------------- signed maps, one scale
+
+
+@functools.lru_cache(maxsize=32)
+def _diverging_lut(cmap: str) -> np.ndarray:
+    """255 colours sampled at ``linspace(0, 1, 255)``: entry 127 is the colormap's exact centre,
+    and is drawn pure white (RdBu_r's own centre is #f7f7f7) so that zero is white."""
+    import matplotlib
+
+    try:
+        cm = matplotlib.colormaps[cmap]
+    except KeyError:
+        raise ValueError(f"unknown matplotlib colormap {cmap!r}; e.g. RdBu_r, bwr, coolwarm") from None
+    lut = (cm(np.linspace(0, 1, 255)) * 255).round().astype(np.uint8)
+    lut[127] = (255, 255, 255, 255)
+    lut.flags.writeable = False
+    return lut
+
+
+def diverging(values, *, scale: float | None = None, cmap: str = "RdBu_r", alpha: float = 0.6,
+              alpha_by_value: bool = False) -> np.ndarray:
+    """A signed ``H×W`` map as RGBA on a zero-centred diverging colormap (negative blue,
+    positive red with the default "RdBu_r"; zero exactly white).
+
+    ``v`` goes to colour index ``round(127 + 127 · clip(v / scale, -1, 1))`` of a 255-entry
+    table, so ``±scale`` are the two ends and 0 the centre. ``scale`` None: the map's own
+    ``max |v|`` (a shared one comes from :func:`one_scale`). ``alpha_by_value``: opacity
+    ``alpha × |v| / scale`` (zero is transparent).
+    """
+    v = np.asarray(values, dtype=np.float32)
+    if v.ndim != 2:
+        raise ValueError(f"diverging needs an H×W map, got shape {v.shape}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    v = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
+    if scale is None:
+        scale = float(np.abs(v).max()) if v.size else 0.0
+    elif not (np.isfinite(scale) and scale >= 0):
+        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    unit = np.zeros_like(v) if scale == 0 else np.clip(v / np.float32(scale), -1, 1)
+    idx = np.rint(127 + 127 * unit).astype(np.uint8)
+    out = np.take(_diverging_lut(cmap), idx, axis=0)
+    if alpha_by_value:
+        out[..., 3] = np.rint(np.abs(unit) * alpha * 255).astype(np.uint8)
+    else:
+        out[..., 3] = int(round(alpha * 255))
+    return out
+
+
+def one_scale(maps, *, percentile: float = 100.0) -> float:
+    """One scale for several maps shown side by side: the ``percentile`` of ``|value|`` over all
+    of them pooled (100: the shared maximum; e.g. 99.5 clips the brightest 0.5 %). Divide every
+    map by it (:func:`scaled`) so equal values get equal colours. 0.0 when all maps are zero."""
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    arrays = [np.abs(np.nan_to_num(np.asarray(m, np.float32))).ravel() for m in maps]
+    if not arrays:
+        raise ValueError("maps is empty: give at least one map")
+    pooled = np.concatenate(arrays)
+    if pooled.size == 0:
+        return 0.0
+    return float(pooled.max() if percentile == 100 else np.percentile(pooled, percentile))
+
+
+def scaled(values, scale: float, *, signed: bool) -> np.ndarray:
+    """``values / scale`` clipped to [-1, 1] (``signed``) or [0, 1]; zeros when ``scale`` is 0."""
+    v = np.nan_to_num(np.asarray(values, np.float32))
+    if scale == 0:
+        return np.zeros_like(v)
+    return np.clip(v / np.float32(scale), -1.0 if signed else 0.0, 1.0)
+
+
+def display_map(values, kind: str, *, scale: float | None = None, cmap: str | None = None,
+                alpha: float = 0.6, alpha_by_value: bool = False) -> np.ndarray:
+    """RGBA of an ``H×W`` map by the method table's display kind: "signed" on the diverging
+    colormap (default "RdBu_r", zero white), "unsigned" on a sequential one (default "inferno",
+    ``[0, scale]``). ``scale`` None: the map's own maximum of ``|v|``."""
+    v = np.asarray(values, np.float32)
+    if kind == "signed":
+        return diverging(v, scale=scale, cmap=cmap or "RdBu_r", alpha=alpha,
+                         alpha_by_value=alpha_by_value)
+    if kind == "unsigned":
+        s = float(np.abs(np.nan_to_num(v)).max()) if scale is None else float(scale)
+        return heatmap(scaled(v, s, signed=False), cmap=cmap or "inferno", alpha=alpha,
+                       alpha_by_value=alpha_by_value)
+    raise ValueError(f"kind must be 'signed' or 'unsigned', got {kind!r}")

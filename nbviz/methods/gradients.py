@@ -136,7 +136,7 @@ def _smoothgrad_chunks(p, images, sel, n, seed_t, noise, extra, progress):
 
 
 def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, batch_size=32,
-                         preprocess=None, extra_inputs=None, progress=None) -> np.ndarray:
+                         preprocess=None, extra_inputs=None, tolerance=0.01, progress=None) -> np.ndarray:
     """Integrated gradients (Sundararajan et al. 2017) from ``baseline`` to the image.
 
     ``(x - baseline) * mean_k grad(baseline + a_k (x - baseline))`` with ``steps`` midpoints
@@ -149,6 +149,12 @@ def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, b
     path points; the batches are then about four, each spread evenly along the path (point
     ``k`` in batch ``k mod batches``), so each partial is a coarser Riemann sum of the same
     integral; the last call gets the returned map (the same sum in another order).
+
+    ``tolerance``: after the run, the completeness error ``|sum − (f(x) − f(baseline))| /
+    |f(x) − f(baseline)|`` is measured (one forward of two images,
+    :func:`nbviz.metrics.completeness`); above ``tolerance`` a RuntimeWarning gives it and the
+    step count that should fix it, estimated by running again with twice the steps (only then).
+    ``None`` skips the check.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -202,4 +208,10 @@ def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, b
     result = numpy_maps(tf.concat(maps, 0), single, "integrated_gradients")
     if progress is not None:
         progress(result, 1.0)
+    if tolerance is not None:
+        from nbviz.metrics import warn_if_incomplete
+
+        warn_if_incomplete(model, images.numpy(), result, steps=steps, baseline=base.numpy(),
+                           target=target, tolerance=float(tolerance), batch_size=batch_size,
+                           extra_inputs=extra_inputs)
     return result

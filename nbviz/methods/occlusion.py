@@ -6,6 +6,20 @@ explained score, ``score(image) - score(occluded)``, is recorded. Each pixel get
 the windows covering it. The occluded copies are built inside one compiled function and run in
 batches of at most ``batch_size`` (together with the image itself, whose top class is explained when
 ``target`` is None): never one forward pass per window.
+
+Conventions. Overlapping windows are **averaged** (each pixel: the mean drop of the windows that
+cover it), so the map keeps the unit of the score whatever the stride; xplique's Occlusion
+**sums** them (a pixel covered by k windows gets k drops), which scales the map by the coverage.
+
+The default fill, ``baseline="mean"`` (the image's per-channel mean), was chosen by measurement
+on the demo model's 32 held-out scenes (window 16, stride 8, logits, the top class; mean ± s.e.,
+and the paired difference). Pointing game (every tied maximum inside the object's box): 6/32
+scenes with a black fill (0.0), 22/32 with the mean, 21/32 with a blur (counting only the first
+maximum in row-major order: 11/32 black, 26/32 mean). Share of the positive map inside the box:
+0.16 ± 0.03 black, 0.46 ± 0.03 mean, 0.46 ± 0.03 blur. Mean − black: +0.50 ± 0.10 pointing,
++0.31 ± 0.03 energy; mean − blur: +0.03 ± 0.08 and +0.002 ± 0.009 (no difference), and the mean
+needs no blur width. A likely reason (not measured): on these scenes a black square is itself a
+conspicuous dark patch, so its drop mixes the lost evidence with the patch's own effect.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from nbviz.methods import baselines as _baselines
 from nbviz.methods import core
 from nbviz.methods import targets as _targets
 
@@ -29,11 +44,12 @@ def window_positions(length: int, window: int, stride: int) -> np.ndarray:
     return np.asarray(starts, np.int32)
 
 
-def occlusion(model, image, *, target=None, window=16, stride=8, baseline=0.0, batch_size=64,
+def occlusion(model, image, *, target=None, window=16, stride=8, baseline="mean", batch_size=64,
               preprocess=None, extra_inputs=None, progress=None) -> np.ndarray:
     """Occlusion sensitivity map, H×W float32 (N×H×W for a batch): the mean drop of the
     explained score when the pixel is hidden. ``window``/``stride``: int or (height, width);
-    ``baseline``: the fill value, a number or an array broadcastable to the image.
+    ``baseline``: the fill, a number, "mean" (the image's per-channel mean), "blur" (a blurred
+    copy) or an array broadcastable to the image (:mod:`nbviz.methods.baselines`).
 
     ``progress``: ``progress(partial, fraction)`` (one image only) is called after each batch of
     windows; the windows then run coarse first (those that tile the image without overlap,
@@ -47,7 +63,7 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline=0.0, b
         raise ValueError(f"window {wh}×{ww} is larger than the image ({height}×{width})")
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    base = core.as_baseline(baseline, images)
+    base = _baselines.reference(baseline, images)
     sel = core.selection(p, target, images, None)
     tops, lefts = window_positions(height, wh, sh), window_positions(width, ww, sw)
     grid_t, grid_l = (a.ravel() for a in np.meshgrid(tops, lefts, indexing="ij"))

@@ -241,14 +241,19 @@ def _geometries(model, size):
 # --------------------------------------------------------------------------- receptive_field
 
 
-def receptive_field(model, layer=None, *, input_shape=None, method: str | None = None
-                    ) -> ReceptiveField:
+def receptive_field(model, layer=None, *, input_shape=None, method: str | None = None,
+                    verify: bool = False) -> ReceptiveField:
     """Receptive field of the output cells of ``layer`` (default: the last spatial layer).
 
     ``input_shape`` (height, width[, channels]) is needed only for models without a fixed input
     size (default 224×224); "same" padding makes offsets depend on it. ``method`` forces
     "analytic" (raises when the geometry of some layer on the path is unknown) or "numeric";
     by default analytic when possible. Cached per model, layer and input size.
+
+    ``verify=True`` checks the result on the model itself: the input-gradient support of three
+    cells (first, centre, last; through the RF-mode copy, see :func:`gradient_rf`) must equal
+    their :meth:`ReceptiveField.clipped_box`; a RuntimeError names the cell and both boxes
+    otherwise (then ``method="numeric"`` measures the geometry instead).
     """
     if method not in (None, "analytic", "numeric"):
         raise ValueError(f"method must be None, 'analytic' or 'numeric', got {method!r}")
@@ -257,6 +262,8 @@ def receptive_field(model, layer=None, *, input_shape=None, method: str | None =
     key = ("rf", layer if isinstance(layer, (str, type(None))) else id(layer), size, method)
     hit = cache.get(key)
     if hit is not None:
+        if verify:
+            _verify(model, hit, layer, size)
         return hit
     path, lay, value = _layer_and_geometry(model, layer, size)
     if method != "numeric" and isinstance(value, geo.Geometry):
@@ -275,7 +282,24 @@ def receptive_field(model, layer=None, *, input_shape=None, method: str | None =
     else:
         result = _numeric(model, path, lay, size)
     cache[key] = result
+    if verify:
+        _verify(model, result, layer, size)
     return result
+
+
+def _verify(model, rf: ReceptiveField, layer, size) -> None:
+    """Gradient support of three cells == their clipped boxes, or a RuntimeError."""
+    path, lay, _ = _layer_and_geometry(model, layer, size)
+    runner = _theoretical_runner(model, path, lay, size)
+    h, w = runner.output_shape
+    for cell in dict.fromkeys([(0, 0), (h // 2, w // 2), (h - 1, w - 1)]):
+        measured = _support_box(runner.gradient(_one_hot((h, w), cell)))
+        expected = rf.clipped_box(cell)
+        if measured != expected:
+            raise RuntimeError(
+                f"receptive field of {path!r} does not verify: cell {cell} has the {rf.method} "
+                f"box {expected} (top, left, bottom, right) but its input gradient's support is "
+                f"{measured}; use method='numeric' and please report the model")
 
 
 def _layer_and_geometry(model, layer, size):

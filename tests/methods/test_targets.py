@@ -75,7 +75,8 @@ def test_mask_weights_and_input_sized_mask_on_a_smaller_map():
 def test_region_targets_in_other_methods(dense):
     model, kernel = dense
     image = np.random.default_rng(4).normal(0, 1, (6, 8, 2)).astype(np.float32)
-    drops = occlusion(model, image, target=box(0, 0, 2, 2, channel=0), window=2, stride=2)
+    drops = occlusion(model, image, target=box(0, 0, 2, 2, channel=0), window=2, stride=2,
+                      baseline=0.0)
     contrib = (image @ kernel[:, 0])[0:2, 0:2].sum()
     np.testing.assert_allclose(drops[0:2, 0:2], contrib, rtol=1e-5)
     np.testing.assert_allclose(drops[2:, :], 0, atol=1e-6)
