@@ -39,6 +39,7 @@ _EXPORTS = {
     # training
     "Recorder": "nbviz.callbacks",
     "open_run": "nbviz.runstore",
+    "Timeline": "nbviz.widget.timeline",
     # the widget
     "Explorer": "nbviz.widget",
     # the widget-free session the Explorer (and other views) build on
