@@ -73,6 +73,7 @@ class Timeline(W.VBox):
         self.canvas_layers = LayeredCanvas(self.geometry)
         self.canvas = self.canvas_layers.widget
         self.erf_figure = None
+        self._plot_records, self._plot_pngs = None, {}
 
         n = max(1, len(self.run))
         self.slider = W.IntSlider(0, min=0, max=n - 1, description="epoch", readout=False,
@@ -219,13 +220,20 @@ class Timeline(W.VBox):
                          f"record {self.index + 1} of {len(self.run)}{dead}")
 
     def _plot(self):
-        fig = tf.erf_figure(self.run, self.epoch)
-        self.erf_figure = fig
-        if fig is None:
+        """The ERF plot: built again when the record count changed, else its marker moved; the
+        PNG of each shown epoch is kept (drawing costs ~0.1-0.5 s on a busy machine)."""
+        key = (len(self.run), self.index)
+        if self._plot_records != len(self.run):
+            self.erf_figure = tf.erf_figure(self.run, self.epoch)
+            self._plot_records, self._plot_pngs = len(self.run), {}
+        if self.erf_figure is None:
             self.erf_plot.layout.display = "none"
             return
         self.erf_plot.layout.display = None
-        self.erf_plot.value = tf.figure_png(fig)
+        tf.mark_epoch(self.erf_figure, self.epoch)
+        if key not in self._plot_pngs:
+            self._plot_pngs[key] = tf.figure_png(self.erf_figure)
+        self.erf_plot.value = self._plot_pngs[key]
 
     def _featvis(self):
         if not self.run.featvis_pairs or not len(self.run):

@@ -18,7 +18,7 @@ from nbviz import render
 from nbviz.runstore import Run, open_run
 from nbviz.widget import frames
 
-__all__ = ["read_run", "method_display", "map_data", "map_frame", "erf_series", "erf_figure",
+__all__ = ["read_run", "method_display", "map_data", "map_frame", "erf_series", "erf_figure", "mark_epoch",
            "figure_png", "picture_png"]
 
 #: the colour of the current-epoch line and markers in the ERF plot
@@ -109,34 +109,51 @@ def erf_series(run: Run) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def erf_figure(run: Run, epoch: float | None = None, *, size=(4.2, 2.6), dpi: int = 80):
     """A small matplotlib figure: ERF / TRF of every recorded layer across epochs (one line per
-    layer, one point per record), the current ``epoch`` marked by a vertical line and a red dot
-    on each line. Built on :class:`matplotlib.figure.Figure` (no pyplot state, safe off the main
-    thread). None when the run has no ERF records."""
+    layer, one point per record, gid ``"erf:<layer>"``), the current ``epoch`` marked by a
+    vertical line (gid ``"current"``) and a red dot on each line (gid ``"current:<layer>"``;
+    move them with :func:`mark_epoch`). Built on :class:`matplotlib.figure.Figure` (no pyplot
+    state, safe off the main thread), fixed margins (a layout engine would cost most of the
+    drawing time). None when the run has no ERF records."""
     from matplotlib.figure import Figure
 
     series = erf_series(run)
     if not series:
         return None
-    fig = Figure(figsize=size, dpi=dpi, layout="constrained")
+    fig = Figure(figsize=size, dpi=dpi)
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.17, top=0.9)
     ax = fig.add_subplot()
     for layer, (x, y) in series.items():
         ax.plot(x, y, marker="o", markersize=3, linewidth=1.2, label=layer, gid=f"erf:{layer}")
-    if epoch is not None:
-        ax.axvline(epoch, color=MARK_COLOR, linewidth=1, alpha=0.6, gid="current")
-        for layer, (x, y) in series.items():
-            hit = np.flatnonzero(np.isclose(x, epoch))
-            if hit.size:
-                ax.plot(x[hit[-1:]], y[hit[-1:]], "o", color=MARK_COLOR, markersize=6,
-                        gid=f"current:{layer}")
-    ax.set_xlabel("epoch", fontsize=8)
-    ax.set_ylabel("ERF / TRF", fontsize=8)
-    ax.set_ylim(0, max(1.05, float(np.nanmax([np.nanmax(y) if np.isfinite(y).any() else 0
-                                               for _, y in series.values()])) * 1.05))
+    ax.axvline(0.0, color=MARK_COLOR, linewidth=1, alpha=0.6, gid="current")
+    for layer in series:
+        ax.plot([], [], "o", color=MARK_COLOR, markersize=6, gid=f"current:{layer}")
+    ax.set_xlabel("epoch", fontsize=8, labelpad=1)
+    ax.set_ylabel("ERF / TRF", fontsize=8, labelpad=1)
+    finite = [float(np.nanmax(y)) for _, y in series.values() if np.isfinite(y).any()]
+    ax.set_ylim(0, max([1.05, *(v * 1.05 for v in finite)]))
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="lower right", frameon=False)
     ax.set_title(f"effective / theoretical RF ({run.header.get('erf_mass', 0.95):g} of the mass)", fontsize=8)
+    mark_epoch(fig, epoch)
     return fig
+
+
+def mark_epoch(fig, epoch: float | None) -> None:
+    """Move the current-epoch line and dots of an :func:`erf_figure` to ``epoch`` (None: hide
+    them); a dot is placed where its layer has a point at that epoch."""
+    ax = fig.axes[0]
+    lines = {line.get_gid(): line for line in ax.lines}
+    current = lines["current"]
+    current.set_visible(epoch is not None)
+    if epoch is None:
+        return
+    current.set_xdata([epoch, epoch])
+    for gid, line in lines.items():
+        if gid.startswith("erf:"):
+            x, y = (np.asarray(v, float) for v in line.get_data())
+            hit = np.flatnonzero(np.isclose(x, epoch))[-1:]
+            lines["current:" + gid[4:]].set_data(x[hit], y[hit])
 
 
 def figure_png(fig) -> bytes:
