@@ -46,7 +46,8 @@ class Timeline(W.VBox):
     maximum.
 
     Drive it from code with :meth:`set` and :meth:`refresh`; read it with :meth:`frame`,
-    :attr:`epoch`, :attr:`step`, :attr:`erf_figure`.
+    :attr:`epoch`, :attr:`step`, :attr:`erf` (the ERF plot: its matplotlib ``figure`` and the
+    marked pictures).
     """
 
     def __init__(self, path, model=None, image_index: int = 0, *, method: str | None = None,
@@ -73,7 +74,7 @@ class Timeline(W.VBox):
         self.canvas_layers = LayeredCanvas(self.geometry)
         self.canvas = self.canvas_layers.widget
         self.erf_figure = None
-        self._plot_records, self._plot_pngs = None, {}
+        self.erf: tf.ErfPlot | None = None
 
         n = max(1, len(self.run))
         self.slider = W.IntSlider(0, min=0, max=n - 1, description="epoch", readout=False,
@@ -220,20 +221,16 @@ class Timeline(W.VBox):
                          f"record {self.index + 1} of {len(self.run)}{dead}")
 
     def _plot(self):
-        """The ERF plot: built again when the record count changed, else its marker moved; the
-        PNG of each shown epoch is kept (drawing costs ~0.1-0.5 s on a busy machine)."""
-        key = (len(self.run), self.index)
-        if self._plot_records != len(self.run):
-            self.erf_figure = tf.erf_figure(self.run, self.epoch)
-            self._plot_records, self._plot_pngs = len(self.run), {}
+        """The ERF plot: drawn again when the record count changed; moving the epoch only
+        repaints its marker (:class:`~nbviz.widget.timeline_frames.ErfPlot`)."""
+        if self.erf is None or self.erf.records != len(self.run):
+            self.erf = tf.ErfPlot(self.run)
+            self.erf_figure = self.erf.figure
         if self.erf_figure is None:
             self.erf_plot.layout.display = "none"
             return
         self.erf_plot.layout.display = None
-        tf.mark_epoch(self.erf_figure, self.epoch)
-        if key not in self._plot_pngs:
-            self._plot_pngs[key] = tf.figure_png(self.erf_figure)
-        self.erf_plot.value = self._plot_pngs[key]
+        self.erf_plot.value = self.erf.png(self.epoch)
 
     def _featvis(self):
         if not self.run.featvis_pairs or not len(self.run):

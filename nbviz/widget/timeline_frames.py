@@ -9,7 +9,6 @@ taken inside epochs (fractional ``run.epochs``).
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
@@ -18,8 +17,8 @@ from nbviz import render
 from nbviz.runstore import Run, open_run
 from nbviz.widget import frames
 
-__all__ = ["read_run", "method_display", "map_data", "map_frame", "erf_series", "erf_figure", "mark_epoch",
-           "figure_png", "picture_png"]
+__all__ = ["read_run", "method_display", "map_data", "map_frame", "erf_series", "erf_figure", "ErfPlot",
+           "picture_png"]
 
 #: the colour of the current-epoch line and markers in the ERF plot
 MARK_COLOR = "#d62728"
@@ -107,13 +106,12 @@ def erf_series(run: Run) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def erf_figure(run: Run, epoch: float | None = None, *, size=(4.2, 2.6), dpi: int = 80):
-    """A small matplotlib figure: ERF / TRF of every recorded layer across epochs (one line per
-    layer, one point per record, gid ``"erf:<layer>"``), the current ``epoch`` marked by a
-    vertical line (gid ``"current"``) and a red dot on each line (gid ``"current:<layer>"``;
-    move them with :func:`mark_epoch`). Built on :class:`matplotlib.figure.Figure` (no pyplot
-    state, safe off the main thread), fixed margins (a layout engine would cost most of the
-    drawing time). None when the run has no ERF records."""
+def erf_figure(run: Run, *, size=(4.2, 2.6), dpi: int = 80):
+    """A small matplotlib figure: ERF / TRF of every recorded layer across epochs, one line per
+    layer (gid ``"erf:<layer>"``), one point per record. Built on
+    :class:`matplotlib.figure.Figure` (no pyplot state, safe off the main thread), fixed margins
+    (a layout engine would cost most of the drawing time). None when the run has no ERF
+    records. :class:`ErfPlot` adds the current-epoch marker."""
     from matplotlib.figure import Figure
 
     series = erf_series(run)
@@ -124,46 +122,72 @@ def erf_figure(run: Run, epoch: float | None = None, *, size=(4.2, 2.6), dpi: in
     ax = fig.add_subplot()
     for layer, (x, y) in series.items():
         ax.plot(x, y, marker="o", markersize=3, linewidth=1.2, label=layer, gid=f"erf:{layer}")
-    ax.axvline(0.0, color=MARK_COLOR, linewidth=1, alpha=0.6, gid="current")
-    for layer in series:
-        ax.plot([], [], "o", color=MARK_COLOR, markersize=6, gid=f"current:{layer}")
     ax.set_xlabel("epoch", fontsize=8, labelpad=1)
     ax.set_ylabel("ERF / TRF", fontsize=8, labelpad=1)
     finite = [float(np.nanmax(y)) for _, y in series.values() if np.isfinite(y).any()]
     ax.set_ylim(0, max([1.05, *(v * 1.05 for v in finite)]))
+    epochs = run.epochs
+    pad = max(0.05, 0.03 * float(epochs.max() - epochs.min())) if epochs.size else 0.05
+    ax.set_xlim(float(epochs.min()) - pad, float(epochs.max()) + pad)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="lower right", frameon=False)
     ax.set_title(f"effective / theoretical RF ({run.header.get('erf_mass', 0.95):g} of the mass)", fontsize=8)
-    mark_epoch(fig, epoch)
     return fig
 
 
-def mark_epoch(fig, epoch: float | None) -> None:
-    """Move the current-epoch line and dots of an :func:`erf_figure` to ``epoch`` (None: hide
-    them); a dot is placed where its layer has a point at that epoch."""
-    ax = fig.axes[0]
-    lines = {line.get_gid(): line for line in ax.lines}
-    current = lines["current"]
-    current.set_visible(epoch is not None)
-    if epoch is None:
-        return
-    current.set_xdata([epoch, epoch])
-    for gid, line in lines.items():
-        if gid.startswith("erf:"):
-            x, y = (np.asarray(v, float) for v in line.get_data())
+class ErfPlot:
+    """The ERF plot of a run as pictures: :func:`erf_figure` drawn once (Agg), and for each
+    epoch a copy with the current epoch marked in numpy (a vertical line and a dot on each
+    layer's point at that epoch, :data:`MARK_COLOR`), so moving the slider costs a copy and a
+    PNG encoding instead of a matplotlib draw. ``figure`` is None when the run has no ERF."""
+
+    def __init__(self, run: Run, **figure_options):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        self.records = len(run)
+        self.series = erf_series(run)
+        self.figure = erf_figure(run, **figure_options)
+        self.base = None
+        if self.figure is not None:
+            canvas = FigureCanvasAgg(self.figure)
+            canvas.draw()
+            self.base = np.asarray(canvas.buffer_rgba()).copy()
+            self._ax = self.figure.axes[0]
+
+    def pixel(self, epoch: float, value: float) -> tuple[int, int]:
+        """The (row, column) of data point (epoch, value) in :meth:`rgba`'s picture."""
+        x, y = self._ax.transData.transform((float(epoch), float(value)))
+        return int(round(self.base.shape[0] - y)), int(round(x))
+
+    def rgba(self, epoch: float | None) -> np.ndarray:
+        """The plot with ``epoch`` marked (None: unmarked), H×W×4 uint8."""
+        out = self.base.copy()
+        if epoch is None:
+            return out
+        h, w = out.shape[:2]
+        colour = np.array([int(MARK_COLOR[i:i + 2], 16) for i in (1, 3, 5)], np.float32)
+        box = self._ax.bbox
+        top, bottom = int(round(h - box.y1)), int(round(h - box.y0))
+        _, col = self.pixel(epoch, 0.0)
+        if 0 <= col < w:  # the line, 60 % opaque
+            seg = out[max(0, top):min(h, bottom), col, :3].astype(np.float32)
+            out[max(0, top):min(h, bottom), col, :3] = np.rint(0.4 * seg + 0.6 * colour).astype(np.uint8)
+        yy, xx = np.mgrid[-4:5, -4:5]
+        disk = yy ** 2 + xx ** 2 <= 16
+        for x, y in self.series.values():
             hit = np.flatnonzero(np.isclose(x, epoch))[-1:]
-            lines["current:" + gid[4:]].set_data(x[hit], y[hit])
+            if not hit.size or not np.isfinite(y[hit[0]]):
+                continue
+            r, c = self.pixel(x[hit[0]], y[hit[0]])
+            rows, cols = yy[disk] + r, xx[disk] + c
+            keep = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+            out[rows[keep], cols[keep], :3] = colour.astype(np.uint8)
+            out[rows[keep], cols[keep], 3] = 255
+        return out
 
-
-def figure_png(fig) -> bytes:
-    """A matplotlib figure as PNG bytes (Agg canvas)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    def png(self, epoch: float | None) -> bytes:
+        return render.encode_png(self.rgba(epoch))
 
 
 def picture_png(picture, *, size: int = 96) -> bytes:

@@ -135,22 +135,28 @@ def test_erf_plot_has_one_point_per_epoch_and_marks_the_current_one(recorded, ti
     _, out = recorded
     run = open_run(out)
     t = timeline.set(epoch=1)
-    fig = t.erf_figure
-    lines = {line.get_gid(): line for line in fig.axes[0].lines}
+    lines = {line.get_gid(): line for line in t.erf.figure.axes[0].lines}
     table = run.erf_table()
+    assert set(lines) == {"erf:conv1", "erf:conv2"}
     for layer in ("conv1", "conv2"):
         x, y = lines[f"erf:{layer}"].get_data()
         np.testing.assert_array_equal(x, run.epochs)  # one point per recorded epoch
         sel = table["layer"] == layer
-        np.testing.assert_array_equal(y, table["ratio"][sel])
-        cx, cy = lines[f"current:{layer}"].get_data()
-        assert list(cx) == [1.0]
-        np.testing.assert_array_equal(cy, table["ratio"][sel][1:2])  # NaN where a unit was dead
-    assert list(lines["current"].get_xdata()) == [1.0, 1.0]  # the vertical line at epoch 1
+        np.testing.assert_array_equal(y, table["ratio"][sel])  # NaN where a unit was dead
+    # the picture shown: the current epoch's dot in the mark colour on each measured point
+    red = np.array([int(tfr.MARK_COLOR[i:i + 2], 16) for i in (1, 3, 5)])
+    shown = np.asarray(Image.open(io.BytesIO(t.erf_plot.value)).convert("RGB")).astype(int)
+    np.testing.assert_array_equal(shown, t.erf.rgba(1.0)[..., :3])
+    ratio1 = table["ratio"][(table["layer"] == "conv1") & (table["epoch"] == 1.0)][0]
+    r, c = t.erf.pixel(1.0, ratio1)
+    assert (shown[r, c] == red).all() and not (t.erf.base[r, c, :3] == red).all()
+    r3, c3 = t.erf.pixel(3.0, ratio1)
+    assert not (shown[r3, c3] == red).all()  # no dot at the other epochs
     png1 = t.erf_plot.value
-    assert Image.open(io.BytesIO(png1)).size[0] > 100
     t.set(epoch=3)
-    assert t.erf_plot.value != png1  # the marker moved
+    shown = np.asarray(Image.open(io.BytesIO(t.erf_plot.value)).convert("RGB")).astype(int)
+    assert (shown[r3, c3] == red).all() and not (shown[r, c] == red).all()  # the marker moved
+    assert t.erf_plot.value != png1
 
 
 def test_featvis_of_the_epoch_is_shown(recorded, timeline):
@@ -184,8 +190,8 @@ def test_refresh_shows_epochs_written_after_it_opened(recorded, tmp_path):
     t.slider.value = 3
     assert t.epoch == 3.0
     np.testing.assert_array_equal(t.frame(), tfr.map_frame(open_run(out), 9, "gradcam", 0, t.geometry))
-    x, _ = t.erf_figure.axes[0].lines[0].get_data()
-    assert len(x) == 4
+    x, _ = t.erf.figure.axes[0].lines[0].get_data()
+    assert len(x) == 4  # the plot was drawn again with the new points
     t.close()
 
 
