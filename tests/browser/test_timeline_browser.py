@@ -1,5 +1,6 @@
 """The Timeline in a real browser (JupyterLab, headless Debian Chromium via Playwright): dragging
-the epoch slider repaints the canvas with the map recorded at that epoch.
+the epoch slider repaints the canvas with the map recorded at that epoch (compared with the frame
+built from the store) and moves the ERF plot's marker.
 
 The run is recorded here by :class:`nbviz.callbacks.Recorder` on a toy model (4 records: before
 training and after 3 epochs); the notebook only opens it. One page load.
@@ -99,6 +100,8 @@ def test_timeline_slider_changes_the_canvas_in_jupyterlab(page, tmp_path):
         before = poll(page, lambda: (lambda a: a if close_to(a, first) < 3 else None)(shot(canvas)),
                       what="the epoch-0 map on the canvas")
         assert "epoch 0" in label.text_content()
+        plot = timeline.locator(".widget-image").first  # the ERF / TRF plot
+        plot_src = plot.get_attribute("src")
 
         # drag the epoch slider's handle to the right end
         handle = timeline.locator(".widget-slider", has_text="epoch").locator(".noUi-handle").first
@@ -113,6 +116,7 @@ def test_timeline_slider_changes_the_canvas_in_jupyterlab(page, tmp_path):
         after = poll(page, lambda: (lambda a: a if close_to(a, last) < 3 else None)(shot(canvas)),
                      what="the last epoch's map on the canvas")
         assert np.abs(after - before).mean() > 3  # the pixels changed
+        poll(page, lambda: plot.get_attribute("src") != plot_src, what="the ERF plot's marker to move")
         Image.fromarray(before.astype(np.uint8)).save(artifacts / "epoch_first.png")
         Image.fromarray(after.astype(np.uint8)).save(artifacts / "epoch_last.png")
         page.screenshot(path=str(artifacts / "page.png"), full_page=True)
