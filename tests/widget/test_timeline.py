@@ -179,14 +179,21 @@ def test_refresh_shows_epochs_written_after_it_opened(recorded, tmp_path):
     _, out = recorded
     partial = tmp_path / "partial"
     partial.mkdir()
-    for name in ("run.json", "probe.npz", "step-000000000.npz", "step-000000003.npz"):
+    for name in ("run.json", "probe.npz"):  # the Recorder has set up, no record written yet
         (partial / name).write_bytes((out / name).read_bytes())
     t = Timeline(partial)
-    assert len(t.run) == 2 and t.slider.max == 1
+    assert len(t.run) == 0 and t.slider.disabled and t.epoch is None
+    assert "no records yet" in t.epoch_label.value and t.erf_plot.layout.display == "none"
+    for name in ("step-000000000.npz", "step-000000003.npz"):
+        (partial / name).write_bytes((out / name).read_bytes())
+    t.refresh()
+    assert len(t.run) == 2 and t.slider.max == 1 and not t.slider.disabled and t.epoch == 0.0
+    np.testing.assert_array_equal(t.frame(), tfr.map_frame(open_run(out), 0, "gradcam", 0, t.geometry))
+    t.slider.value = 1
     for name in ("step-000000006.npz", "step-000000009.npz"):
         (partial / name).write_bytes((out / name).read_bytes())
     t.refresh()
-    assert t.slider.max == 3 and t.play.max == 3
+    assert t.slider.max == 3 and t.play.max == 3 and t.epoch == 1.0  # the shown epoch stays
     t.slider.value = 3
     assert t.epoch == 3.0
     np.testing.assert_array_equal(t.frame(), tfr.map_frame(open_run(out), 9, "gradcam", 0, t.geometry))
