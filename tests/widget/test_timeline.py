@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-import json
 
+import ipywidgets as W
 import numpy as np
 import pytest
 import keras
@@ -12,7 +12,7 @@ from keras import layers
 from PIL import Image
 
 import nbviz
-from nbviz import callbacks
+from nbviz import callbacks, render
 from nbviz.runstore import open_run
 from nbviz.widget import frames
 from nbviz.widget import timeline_frames as tfr
@@ -43,6 +43,11 @@ def data(n=24):
         top, left = rng.integers(0, SIZE - 6, 2)
         x[i, top:top + 6, left:left + 6, c] += 0.7
     return x, y
+
+
+def render_ref(picture, display, data, g):
+    """The reference frame: a stored map drawn over its probe image by the Explorer's helpers."""
+    return render.composite(frames.image_layer(picture, g), frames.overlay_layer(display, data, g, alpha=0.6))
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +93,6 @@ def test_slider_shows_exactly_the_stored_map_of_each_epoch(recorded, timeline):
     assert t.frame().shape[:2] == (g.H, g.W) and g.H >= 16 * SIZE  # 16 px shown 20x larger
 
 
-def render_ref(picture, display, data, g):
-    from nbviz import render
-
-    return render.composite(frames.image_layer(picture, g), frames.overlay_layer(display, data, g, alpha=0.6))
-
-
 def test_method_and_image_selectors_and_signed_display(recorded, timeline):
     _, out = recorded
     run = open_run(out)
@@ -120,7 +119,7 @@ def test_method_and_image_selectors_and_signed_display(recorded, timeline):
 
 def test_play_advances_the_epochs(timeline):
     t = timeline
-    assert isinstance(t.play, __import__("ipywidgets").Play) and (t.play.min, t.play.max) == (0, 3)
+    assert isinstance(t.play, W.Play) and (t.play.min, t.play.max) == (0, 3)
     frames_seen = [t.frame()]
     for k in (1, 2, 3):
         t.play.value = k  # what the Play button's ticks do in the browser
