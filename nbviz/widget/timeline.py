@@ -23,17 +23,23 @@ from nbviz.widget import frames
 from nbviz.widget import timeline_frames as tf
 from nbviz.widget.canvas import LayeredCanvas
 
-__all__ = ["Timeline", "attach"]
+__all__ = ["Timeline", "attach", "SCALES"]
+
+#: the colour scales of the maps: each record by its own maximum, or one for the whole run
+SCALES = {"epoch": "each epoch", "run": "whole run"}
 
 
 class Timeline(W.VBox):
     """An epoch slider over a recorded run.
 
-    ``Timeline(path, model=None, image_index=0, *, method=None, size=320, alpha=0.6,
-    interval=800)``: ``path`` is the ``out=`` folder of a :class:`~nbviz.callbacks.Recorder`
+    ``Timeline(path, model=None, image_index=0, *, method=None, scale="epoch", size=320,
+    alpha=0.6, interval=800)``: ``path`` is the ``out=`` folder of a :class:`~nbviz.callbacks.Recorder`
     (or an open :func:`nbviz.open_run` run); ``model``, when given, must take the run's probe
     images (same height and width), else a ValueError names ``model``; ``image_index`` picks the
     probe image and ``method`` the recorded method shown first (default: the first recorded);
+    ``scale``: "epoch" (each record's map by its own maximum, as the Explorer draws a map: the
+    shape of the map) or "run" (one maximum for all records of the method and image,
+    :func:`~nbviz.widget.timeline_frames.run_scale`: how strong the map grows);
     ``size``: the canvas' longer side, about (nearest-neighbour upscale); ``alpha``: the map's
     opacity; ``interval``: milliseconds per epoch while playing.
 
@@ -42,8 +48,7 @@ class Timeline(W.VBox):
     to it) advances it. The store is read again (:meth:`refresh`, also the ↻ button and every
     time the slider reaches the last record), so a run that is still training shows its new
     epochs. Maps are drawn as in the Explorer by the method table's display kind ("signed" on a
-    diverging colormap centred on zero, "unsigned" on a sequential one), each scaled by its own
-    maximum.
+    diverging colormap centred on zero, "unsigned" on a sequential one).
 
     Drive it from code with :meth:`set` and :meth:`refresh`; read it with :meth:`frame`,
     :attr:`epoch`, :attr:`step`, :attr:`erf` (the ERF plot: its matplotlib ``figure`` and the
@@ -51,12 +56,14 @@ class Timeline(W.VBox):
     """
 
     def __init__(self, path, model=None, image_index: int = 0, *, method: str | None = None,
-                 size: int = 320, alpha: float = 0.6, interval: int = 800, _argument: str = "path"):
+                 scale: str = "epoch", size: int = 320, alpha: float = 0.6, interval: int = 800, _argument: str = "path"):
         self.run = tf.read_run(path, argument=_argument)
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
             raise ValueError(f"size must be an int >= 16 (pixels), got {size!r}")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {list(SCALES)}, got {scale!r}")
         if not self.run.methods:
             raise ValueError(f"{_argument}={str(self.run.path)!r}: the run recorded no maps (methods=())")
         n_images = len(self.run.images)
@@ -89,6 +96,9 @@ class Timeline(W.VBox):
                                  layout=W.Layout(width="240px"))
         self.image = W.Dropdown(options=[(f"probe image {i}", i) for i in range(n_images)],
                                 value=int(image_index), description="image", layout=W.Layout(width="240px"))
+        self.scale = W.ToggleButtons(options=[(text, key) for key, text in SCALES.items()], value=scale,
+                                     tooltip="colour scale of the maps", style={"button_width": "90px"})
+        self._scales: dict = {}
         self.erf_plot = W.Image(format="png", layout=W.Layout(max_width="340px"))
         self.featvis_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.status = W.HTML()
@@ -96,13 +106,14 @@ class Timeline(W.VBox):
         self.slider.observe(lambda _: self._on_epoch(), names="value")
         self.method.observe(lambda _: self._paint(), names="value")
         self.image.observe(lambda _: self._paint(), names="value")
+        self.scale.observe(lambda _: self._paint(), names="value")
         self.refresh_button.on_click(lambda _: self.refresh())
         title = W.HTML(f"<b>training run</b> <code>{html.escape(str(self.run.path))}</code>")
         side = W.VBox([self.erf_plot, self.featvis_box])
         super().__init__(children=[
             title,
             W.HBox([self.play, self.slider, self.epoch_label, self.refresh_button]),
-            W.HBox([self.method, self.image]),
+            W.HBox([self.method, self.image, self.scale]),
             W.HBox([self.canvas, side]),
             self.status])
         self.add_class("nbviz-timeline")
@@ -126,10 +137,10 @@ class Timeline(W.VBox):
         """The epoch of the shown record (epochs done; 0 is before training)."""
         return float(self.run.epochs[self.index]) if len(self.run) else None
 
-    def set(self, *, epoch=None, method=None, image=None, index=None) -> "Timeline":
+    def set(self, *, epoch=None, method=None, image=None, index=None, scale=None) -> "Timeline":
         """Show another record (``epoch``: a value of ``run.epochs``, or ``index`` into them),
-        ``method`` (a recorded one) or probe ``image`` (an index); all checked before any is
-        applied, a ValueError names the bad one."""
+        ``method`` (a recorded one), probe ``image`` (an index) or colour ``scale`` ("epoch",
+        "run"); all checked before any is applied, a ValueError names the bad one."""
         if epoch is not None and index is not None:
             raise ValueError("give epoch= or index=, not both")
         if epoch is not None:
@@ -148,7 +159,11 @@ class Timeline(W.VBox):
         if image is not None and (isinstance(image, bool) or not isinstance(image, (int, np.integer))
                                   or not 0 <= image < len(self.run.images)):
             raise ValueError(f"image must be an int in [0, {len(self.run.images) - 1}], got {image!r}")
+        if scale is not None and scale not in SCALES:
+            raise ValueError(f"scale must be one of {list(SCALES)}, got {scale!r}")
         with self.hold_trait_notifications():
+            if scale is not None:
+                self.scale.value = scale
             if method is not None:
                 self.method.value = method
             if image is not None:
@@ -208,7 +223,7 @@ class Timeline(W.VBox):
             self._set_status("")
             return
         display, data = tf.map_data(self.run, self.step, self.method.value, int(self.image.value))
-        self.canvas_layers.paint("overlay", frames.overlay_layer(display, data, g, alpha=self.alpha))
+        self.canvas_layers.paint("overlay", tf.overlay(display, data, g, scale=self._scale(), alpha=self.alpha))
         self.canvas_layers.paint("top", frames.top_layer(g))
         meta = self.run.meta(step=self.step)
         loss = meta.get("logs", {}).get("loss")
@@ -217,8 +232,20 @@ class Timeline(W.VBox):
             parts.append(f"loss {loss:.4g}")
         self.epoch_label.value = " · ".join(parts)
         dead = " (all zero at this epoch)" if self.method.value in meta.get("dead", ()) else ""
-        self._set_status(f"{self.method.value}: {display} map of probe image {int(self.image.value)}, "
-                         f"record {self.index + 1} of {len(self.run)}{dead}")
+        scale = self._scale()
+        how = "its own maximum" if scale is None else f"the run's maximum {scale:.3g}"
+        self._set_status(f"{self.method.value}: {display} map of probe image {int(self.image.value)} "
+                         f"(colours by {how}), record {self.index + 1} of {len(self.run)}{dead}")
+
+    def _scale(self) -> float | None:
+        """None (each record by its own maximum) or the run's maximum for the shown method and
+        image, computed once per record count."""
+        if self.scale.value != "run":
+            return None
+        key = (self.method.value, int(self.image.value), len(self.run))
+        if key not in self._scales:
+            self._scales[key] = tf.run_scale(self.run, *key[:2])
+        return self._scales[key]
 
     def _plot(self):
         """The ERF plot: drawn again when the record count changed; moving the epoch only

@@ -17,7 +17,7 @@ from nbviz import render
 from nbviz.runstore import Run, open_run
 from nbviz.widget import frames
 
-__all__ = ["read_run", "method_display", "map_data", "map_frame", "erf_series", "erf_figure", "ErfPlot",
+__all__ = ["read_run", "method_display", "map_data", "run_scale", "overlay", "map_frame", "erf_series", "erf_figure", "ErfPlot",
            "picture_png"]
 
 #: the colour of the current-epoch line and markers in the ERF plot
@@ -78,20 +78,59 @@ def map_data(run: Run, step: int, method: str, image: int) -> tuple[str, np.ndar
     return display, reduce_map(a, how)
 
 
+def run_scale(run: Run, method: str, image: int) -> float:
+    """One scale for all records of ``method`` on probe image ``image``: the largest value its
+    maps reach over the run (``max |v|`` for "signed" maps, ``max v`` for "unsigned" ones; 0.0
+    for other display kinds or an all-zero run)."""
+    top = 0.0
+    for step in run.steps:
+        display, data = map_data(run, step, method, image)
+        a = np.nan_to_num(np.asarray(data, np.float32))
+        if display == "signed":
+            top = max(top, float(np.abs(a).max()))
+        elif display == "unsigned":
+            top = max(top, float(a.max()))
+    return top
+
+
+def overlay(display: str, data, geometry: frames.Geometry, *, scale: float | None = None,
+            alpha: float = 0.6, cmap: str = "auto") -> np.ndarray:
+    """A map as the overlay layer at display size. ``scale`` None: the Explorer's drawing
+    (:func:`nbviz.widget.frames.overlay_layer`: each map by its own maximum). A number (e.g.
+    :func:`run_scale`): the same formulas with that maximum instead, clipped, so the records of
+    a run share one colour scale: "unsigned" ``clip(v, 0) / scale``, "signed"
+    ``v / (2 scale) + 1/2`` (zero stays the colormap's centre). "rgb" maps keep their own
+    per-channel scale."""
+    from nbviz.methods.table import DEFAULT_CMAPS
+
+    if scale is None or display not in ("unsigned", "signed"):
+        return frames.overlay_layer(display, data, geometry, cmap=cmap, alpha=alpha)
+    a = np.nan_to_num(np.asarray(data, np.float32))
+    name = DEFAULT_CMAPS[display] if cmap == "auto" else cmap
+    m = float(scale)
+    if display == "signed":
+        v = a / (2 * m) + 0.5 if m > 0 else np.full_like(a, 0.5)
+    else:
+        v = np.clip(a, 0, None) / m if m > 0 else np.zeros_like(a)
+    small = render.heatmap(np.clip(v, 0, 1), cmap=name, alpha=alpha)
+    return render.resize_nearest(small, (geometry.H, geometry.W))
+
+
 def map_frame(run: Run, step: int, method: str, image: int, geometry: frames.Geometry | None = None,
-              *, alpha: float = 0.6, cmap: str = "auto") -> np.ndarray:
+              *, alpha: float = 0.6, cmap: str = "auto", scale: float | None = None) -> np.ndarray:
     """Probe image ``image`` with its ``method`` map recorded at ``step`` over it, H×W×4 uint8 at
     ``geometry``'s display size (default :func:`nbviz.widget.frames.display_geometry`).
 
     The same drawing as the Explorer's (:func:`nbviz.widget.frames.overlay_layer`): "unsigned"
-    maps divided by their own maximum on a sequential colormap, "signed" ones as
+    maps divided by their maximum on a sequential colormap, "signed" ones as
     ``v / (2 max|v|) + 1/2`` on a diverging one (zero is its centre), "rgb" opaque around
-    mid-grey; so each epoch's map is scaled by its own maximum."""
+    mid-grey. Each record is scaled by its own maximum unless ``scale`` gives one for the whole
+    run (:func:`run_scale`, :func:`overlay`)."""
     picture = run.images[int(image)]
     g = geometry or frames.display_geometry(*picture.shape[:2])
     display, data = map_data(run, step, method, image)
     return render.composite(frames.image_layer(picture, g),
-                            frames.overlay_layer(display, data, g, cmap=cmap, alpha=alpha))
+                            overlay(display, data, g, scale=scale, cmap=cmap, alpha=alpha))
 
 
 def erf_series(run: Run) -> dict[str, tuple[np.ndarray, np.ndarray]]:

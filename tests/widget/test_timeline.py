@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 
 import ipywidgets as W
@@ -115,6 +116,34 @@ def test_method_and_image_selectors_and_signed_display(recorded, timeline):
     with pytest.raises(ValueError, match=r"image must be an int in \[0, 1\]"):
         t.set(image=5)
     assert (t.epoch, t.method.value, t.image.value) == (2.0, "gradcam", 1)  # nothing changed
+
+
+def test_one_colour_scale_for_the_whole_run(recorded, timeline):
+    """scale="run": every record's map on the run's largest |value|, so growth shows."""
+    from nbviz.methods.table import DEFAULT_CMAPS
+
+    _, out = recorded
+    run = open_run(out)
+    sal = [run.maps(e, "saliency", image=0) for e in run.epochs]
+    sal = [m.sum(axis=-1) if m.ndim == 3 else m for m in sal]  # the table's reduce for saliency
+    tops = [float(np.abs(m).max()) for m in sal]
+    top, k_max, k_min = max(tops), int(np.argmax(tops)), int(np.argmin(tops))
+    assert tops[k_min] < 0.9 * top  # the run's maps do differ in strength
+    t = timeline.set(method="saliency", image=0, scale="run")
+    assert tfr.run_scale(run, "saliency", 0) == pytest.approx(top, rel=1e-6)
+    g = t.geometry
+    t.set(index=k_max)  # the strongest record looks the same on both scales
+    np.testing.assert_array_equal(t.frame(), render_ref(run.images[0], "signed", sal[k_max], g))
+    t.set(index=k_min)
+    v = np.clip(sal[k_min] / (2 * top) + 0.5, 0, 1)  # the formula, written out
+    overlay = render.resize_nearest(render.heatmap(v, cmap=DEFAULT_CMAPS["signed"], alpha=0.6), (g.H, g.W))
+    np.testing.assert_array_equal(t.frame(), render.composite(frames.image_layer(run.images[0], g), overlay))
+    assert not np.array_equal(t.frame(), render_ref(run.images[0], "signed", sal[k_min], g))
+    assert "the run's maximum" in html.unescape(t.status.value)
+    t.scale.value = "epoch"  # the toggle drives the canvas
+    np.testing.assert_array_equal(t.frame(), render_ref(run.images[0], "signed", sal[k_min], g))
+    with pytest.raises(ValueError, match=r"scale must be one of \['epoch', 'run'\]"):
+        t.set(scale="log")
 
 
 def test_play_advances_the_epochs(timeline):
