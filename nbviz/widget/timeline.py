@@ -56,7 +56,8 @@ class Timeline(W.VBox):
     """
 
     def __init__(self, path, model=None, image_index: int = 0, *, method: str | None = None,
-                 scale: str = "epoch", size: int = 320, alpha: float = 0.6, interval: int = 800, _argument: str = "path"):
+                 scale: str = "epoch", size: int = 320, alpha: float = 0.6, interval: int = 800,
+                 _argument: str = "path"):
         self.run = tf.read_run(path, argument=_argument)
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
             raise ValueError(f"size must be an int >= 16 (pixels), got {size!r}")
