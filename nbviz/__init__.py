@@ -61,6 +61,7 @@ _EXPORTS = {
     "color_groups": "nbviz.methods.neuron_groups",
     # the widget
     "Explorer": "nbviz.widget",
+    "Timeline": "nbviz.widget.timeline",
     # can I trust this map? (metrics, sanity checks, side-by-side comparison)
     "deletion": "nbviz.metrics",
     "insertion": "nbviz.metrics",

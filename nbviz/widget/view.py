@@ -42,14 +42,21 @@ class Explorer(W.VBox):
     size. ``preprocess`` maps the image into the model's input space (e.g.
     ``keras.applications.mobilenet_v2.preprocess_input``); ``labels`` names the classes;
     ``session``: an existing :class:`~nbviz.session.Session` of the same model to share its
-    cache with other views.
+    cache with other views; ``timeline``: the folder of a run recorded by
+    :class:`nbviz.callbacks.Recorder`, shown below (:class:`nbviz.widget.timeline.Timeline`).
 
     Drive it from code with :meth:`set`, :meth:`click`, :meth:`run`, :meth:`stop`,
     :meth:`wait`; read it with :meth:`frame`, :meth:`to_png`, :attr:`result`,
     :attr:`status_text`. Every method of :mod:`nbviz.methods.table` is offered.
     """
 
-    def __init__(self, model=None, image=None, *, labels=None, preprocess=None, session: Session | None = None):
+    def __init__(self, model=None, image=None, *, labels=None, preprocess=None, session: Session | None = None,
+                 timeline=None):
+        run = None
+        if timeline is not None:  # a recorded training run, shown below (nbviz.widget.timeline)
+            from nbviz.widget.timeline import read_timeline
+
+            run = read_timeline(timeline)
         if model is None and session is None:
             from nbviz import demo
 
@@ -84,6 +91,11 @@ class Explorer(W.VBox):
         super().__init__(children=[style, c.top(), W.HBox([W.VBox([self.canvas, c.readout]), c.side()]),
                                    c.busy, c.status])
         self.add_class("nbviz-explorer")
+        self.timeline = None
+        if run is not None:
+            from nbviz.widget.timeline import attach
+
+            self.timeline = attach(self, run)
         self._show_controls()
         self._paint_all()
         self._request()
