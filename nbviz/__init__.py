@@ -54,6 +54,7 @@ _EXPORTS = {
     "model_randomisation": "nbviz.sanity",
     "compare": "nbviz.comparison",
     "compare_scores": "nbviz.comparison",
+    "CompareView": "nbviz.widget.compare_view",
 }
 _SUBMODULES = ("featvis", "demo", "methods", "probe", "widget", "session", "callbacks", "metrics", "sanity", "comparison")
 

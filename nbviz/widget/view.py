@@ -42,14 +42,17 @@ class Explorer(W.VBox):
     size. ``preprocess`` maps the image into the model's input space (e.g.
     ``keras.applications.mobilenet_v2.preprocess_input``); ``labels`` names the classes;
     ``session``: an existing :class:`~nbviz.session.Session` of the same model to share its
-    cache with other views.
+    cache with other views. ``compare``: a list of 2-8 method keys (or panes, see
+    :class:`~nbviz.widget.compare_view.CompareView`) shown below as a compare view that shares
+    this Explorer's session and follows its image (:attr:`compare_view`).
 
     Drive it from code with :meth:`set`, :meth:`click`, :meth:`run`, :meth:`stop`,
     :meth:`wait`; read it with :meth:`frame`, :meth:`to_png`, :attr:`result`,
     :attr:`status_text`. Every method of :mod:`nbviz.methods.table` is offered.
     """
 
-    def __init__(self, model=None, image=None, *, labels=None, preprocess=None, session: Session | None = None):
+    def __init__(self, model=None, image=None, *, labels=None, preprocess=None, session: Session | None = None,
+                 compare=None):
         if model is None and session is None:
             from nbviz import demo
 
@@ -84,6 +87,13 @@ class Explorer(W.VBox):
         super().__init__(children=[style, c.top(), W.HBox([W.VBox([self.canvas, c.readout]), c.side()]),
                                    c.busy, c.status])
         self.add_class("nbviz-explorer")
+        self.compare_view = None
+        if compare is not None:  # the compare view (nbviz/widget/compare_view.py) under the Explorer
+            from nbviz.widget.compare_view import CompareView
+
+            self.compare_view = CompareView(session=self.session, image=self.image, image_id=self.image_id,
+                                            methods=compare, layer=self.state.layer)
+            self.children = (*self.children, self.compare_view)
         self._show_controls()
         self._paint_all()
         self._request()
@@ -188,6 +198,8 @@ class Explorer(W.VBox):
         self._result = None
         self._shown_key = None
         self._on_demand_results.clear()
+        if getattr(self, "compare_view", None) is not None:
+            self.compare_view.set_image(self.image, image_id=self.image_id)
         self._paint_all()
         self._request()
         return self
@@ -232,6 +244,8 @@ class Explorer(W.VBox):
         if hasattr(self, "snapshot"):
             self.snapshot.cancel()
             self._stop_busy()
+        if getattr(self, "compare_view", None) is not None:
+            self.compare_view.close()
         if getattr(self, "_owns_session", False):
             self.session.close()
         super().close()
