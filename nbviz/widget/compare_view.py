@@ -229,7 +229,7 @@ class CompareView(W.VBox):
         return self._random[0] if self._random else None
 
     def close(self):
-        for p in self._panes.values():
+        for p in getattr(self, "_panes", {}).values():
             self.session.cancel(p.channel)
             self.session.cancel(p.channel + "-scores")
         if getattr(self, "_owns_session", False):
