@@ -7,7 +7,7 @@ a ``layer`` (methods that read one), optionally on the ``randomised`` model (the
 copy whose top weighted layer is re-initialised, :mod:`nbviz.sanity`).
 
 **Colour** (:func:`pane_rgba`): "signed" maps on a diverging colormap centred on zero (RdBu_r,
-zero white, ``±scale`` the ends), "unsigned" maps on a sequential one (inferno, ``[0, scale]``),
+zero white and transparent, opacity ``alpha·|v|/scale``, ``±scale`` the ends), "unsigned" maps on a sequential one (inferno, ``[0, scale]``),
 "rgb" maps (guided backprop, H×W×3) as a picture ``v / (2·scale) + 1/2`` around mid-grey.
 
 **Scale** (:func:`pane_scales`): ``scale="own"``: every pane by its own maximum of ``|v|`` (rgb
@@ -157,8 +157,9 @@ def pane_rgba(display: str | None, data, scale: float | None, *, alpha: float = 
     """The map as RGBA at its own size (module doc); None when there is nothing to paint."""
     if display is None or data is None:
         return None
-    if display in ("signed", "unsigned"):
-        return render.display_map(np.asarray(data, np.float32), display, scale=scale, alpha=alpha)
+    if display in ("signed", "unsigned"):  # signed: opacity grows with |v|, zero shows the image
+        return render.display_map(np.asarray(data, np.float32), display, scale=scale, alpha=alpha,
+                                  alpha_by_value=display == "signed")
     if display == "rgb":
         a = np.asarray(data, np.float32)
         s = render.one_scale([a], percentile=99.5) if scale is None else scale
@@ -217,7 +218,7 @@ def score_text(scores: dict | None, *, randomised: bool = False, error: str | No
     if region:
         pg = s.get("pointing_game")
         parts.append("pointing …" if pg is None else f"pointing {'hit' if pg else 'miss'}")
-    return "<span style='font-family:monospace'>" + " · ".join(html.escape(p) for p in parts) + "</span>"
+    return "<span style='font-family:monospace;font-size:11px'>" + " · ".join(html.escape(p) for p in parts) + "</span>"
 
 
 # --------------------------------------------------------------------------- ground truth

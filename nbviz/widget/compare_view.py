@@ -270,9 +270,9 @@ class CompareView(W.VBox):
         self._sanity_w = W.ToggleButton(self.sanity, description="sanity", icon="random",
                                         tooltip="add the map of each method on the model with its top layer "
                                                 "randomised, with the rank correlation")
-        self._scale_w = W.ToggleButtons(options=[("own scale", "own"), ("one scale: max", "max"),
-                                                 ("one scale: 99.5 %", "p99.5")], value=self.scale,
-                                        style={"button_width": "120px"},
+        self._scale_w = W.ToggleButtons(options=[("own scale", "own"), ("one scale (max)", "max"),
+                                                 ("one scale (p99.5)", "p99.5")], value=self.scale,
+                                        style={"button_width": "125px"},
                                         tooltip="colour scale: each map its own maximum, or one scale shared")
         self._share_w = W.Checkbox(self.share == "all", description="one scale across methods", indent=False)
         self._alpha_w = W.FloatSlider(self.alpha, min=0.0, max=1.0, step=0.05, description="opacity")

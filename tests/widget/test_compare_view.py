@@ -63,7 +63,8 @@ def direct(model, image, view):
 
 
 def _differs(a, b) -> float:
-    return float(np.abs(a[..., :3].astype(int) - b[..., :3].astype(int)).mean())
+    """Percent of pixels that differ clearly (by more than 30 in a channel)."""
+    return 100 * float((np.abs(a[..., :3].astype(int) - b[..., :3].astype(int)).max(-1) > 30).mean())
 
 
 def test_four_panes_show_four_different_maps_equal_to_the_functions(view, image, direct):
@@ -74,10 +75,10 @@ def test_four_panes_show_four_different_maps_equal_to_the_functions(view, image,
         assert p.result is not None and p.result.final and p.error is None
         np.testing.assert_allclose(p.raw, direct[p.spec.method], rtol=1e-4, atol=1e-6 * np.abs(p.raw).max())
         assert p.frame.shape == (view.geometry.H, view.geometry.W, 4)
-        assert _differs(p.frame, plain) > 5  # an overlay is painted
+        assert _differs(p.frame, plain) > 2  # an overlay is painted
     for i in range(4):
         for j in range(i + 1, 4):
-            assert _differs(panes[i].frame, panes[j].frame) > 3, (METHODS[i], METHODS[j])
+            assert _differs(panes[i].frame, panes[j].frame) > 2, (METHODS[i], METHODS[j])
     # the frame is the pure function of what the pane shows (testable without widgets)
     for p in panes:
         np.testing.assert_array_equal(p.frame, cp.pane_frame(
@@ -157,7 +158,7 @@ def test_sanity_toggle_adds_randomised_panes_with_the_sanity_correlation(view, m
         assert p.scores["spearman_abs"] == pytest.approx(table_[0]["spearman_abs"], abs=1e-6)
         np.testing.assert_allclose(p.raw, table_.maps[0], rtol=1e-4, atol=1e-6 * max(1e-12, np.abs(p.raw).max()))
         assert f"ρ(|map|) vs trained {p.scores['spearman_abs']:.2f}" in view.score_line(4 + k)
-        assert _differs(p.frame, panes[k].frame) > 1
+        assert _differs(p.frame, panes[k].frame) > 0.5
     view.set(sanity=False)
     assert len(view.panes) == 4
 
