@@ -394,17 +394,17 @@ class CompareView(W.VBox):
     def _random_session(self) -> Session:
         """The session of the randomised copy (built once, on the worker thread); it shares this
         view's worker and its image ids."""
-        with self._lock:
-            if self._random is None:
-                from nbviz import sanity
+        if self._random is None:  # only the worker thread builds it: no lock held while cloning
+            from nbviz import sanity
 
-                path, copy = next(sanity._steps(self.session.model, "cascade", self.seed, None))
-                rs = Session(copy, preprocess=self.session.context.preprocess)
-                rs.worker.close()
-                rs.worker = self.session.worker
-                rs._ids = self.session._ids
+            path, copy = next(sanity._steps(self.session.model, "cascade", self.seed, None))
+            rs = Session(copy, preprocess=self.session.context.preprocess)
+            rs.worker.close()
+            rs.worker = self.session.worker
+            rs._ids = self.session._ids
+            with self._lock:
                 self._random = (path, rs)
-            return self._random[1]
+        return self._random[1]
 
     def _measure(self, p: Pane, gen: int, result: Result):
         """Score pane ``p``'s final map in the background (cached per map and settings)."""

@@ -163,6 +163,22 @@ def test_sanity_toggle_adds_randomised_panes_with_the_sanity_correlation(view, m
     assert len(view.panes) == 4
 
 
+def test_a_randomised_pane_can_be_asked_for(session, image, view, direct):
+    v = CompareView(session=session, image=image, image_id=view.image_id,
+                    methods=["saliency", {"method": "saliency", "randomised": True}], steps=STEPS)
+    try:
+        v.wait()
+        trained, rnd = v.panes
+        assert rnd.spec.randomised and rnd.spec.title(None) == "saliency (randomised model)"
+        assert rnd.scores["spearman_abs"] == pytest.approx(
+            sanity.similarity(direct["saliency"], rnd.raw)["spearman_abs"], abs=1e-6)
+        assert "deletion" not in rnd.scores and "deletion" in trained.scores
+        v.set(sanity=True)  # the randomised saliency pane is there already: no second one
+        assert len(v.panes) == 2
+    finally:
+        v.close()
+
+
 def test_one_scale_is_the_shared_maximum(view):
     view.set(sanity=True)
     try:
