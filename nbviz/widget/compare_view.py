@@ -214,11 +214,17 @@ class CompareView(W.VBox):
 
     def set_image(self, image, *, image_id: int | None = None, box=None, mask=None) -> "CompareView":
         """Compare on another image (``box``/``mask``: its object, else found for demo scenes)."""
+        before = self.geometry
         self._set_image(image, image_id, box, mask)
         with self._lock:
             self.point = None
+            shown = set(self._indices()) if self.geometry == before else set()  # new size: new canvases
+            for i in [i for i in self._panes if i not in shown]:  # rebuilt (and computed) when shown
+                self._panes[i].generation += 1  # its work in flight is dropped
+                del self._panes[i]
             for p in self._panes.values():
                 p.result, p.scores, p.error = None, {}, None
+            self._layout_panes()
             self._request_all()
             self._repaint()
         return self
