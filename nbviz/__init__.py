@@ -78,6 +78,8 @@ _EXPORTS = {
     "open_results": "nbviz.dataset",
     # the widget-free session the Explorer (and other views) build on
     "Session": "nbviz.session",
+
+    "CompareView": "nbviz.widget.compare_view",
 }
 _SUBMODULES = (
     "featvis",

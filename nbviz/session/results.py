@@ -65,7 +65,9 @@ class Result:
     ``activation``: an h×w×c activation (the channel tiles); ``note``: one line describing it.
     ``fraction``: 1.0 for a final result, less for a progressive refinement; ``step`` /
     ``steps``: progress in the method's own unit when it has one (feature-visualisation steps);
-    ``elapsed_ms``: time from submission; ``request``: what was asked.
+    ``elapsed_ms``: time from submission; ``request``: what was asked. ``raw``: the method's
+    own output as its function returns it (float32; e.g. H×W×3 saliency before ``reduce``), for
+    metrics that must see what the function gives (set by the generic conversion).
     """
 
     display: str | None = None
@@ -82,6 +84,7 @@ class Result:
     stopped: bool = False
     elapsed_ms: float | None = None
     request: Request | None = None
+    raw: np.ndarray | None = None
 
     @property
     def final(self) -> bool:
@@ -117,4 +120,4 @@ def result_from_array(row: table.Method, array, request: Request, *, fraction: f
         data = values
     where = f" at {request.layer}" if request.layer else ""
     return Result(row.display, data, values=values, note=f"{row.label}{where}", fraction=fraction,
-                  request=request)
+                  request=request, raw=a)

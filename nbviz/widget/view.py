@@ -42,8 +42,11 @@ class Explorer(W.VBox):
     size. ``preprocess`` maps the image into the model's input space (e.g.
     ``keras.applications.mobilenet_v2.preprocess_input``); ``labels`` names the classes;
     ``session``: an existing :class:`~nbviz.session.Session` of the same model to share its
-    cache with other views; ``timeline``: the folder of a run recorded by
-    :class:`nbviz.callbacks.Recorder`, shown below (:class:`nbviz.widget.timeline.Timeline`).
+    cache with other views. Panels shown below the Explorer: ``timeline``, the folder of a run
+    recorded by :class:`nbviz.callbacks.Recorder` (:class:`nbviz.widget.timeline.Timeline`);
+    ``compare``, a list of 2-8 method keys (or panes, see
+    :class:`~nbviz.widget.compare_view.CompareView`) computed on this Explorer's session and
+    following its image (:attr:`compare_view`).
 
     Drive it from code with :meth:`set`, :meth:`click`, :meth:`run`, :meth:`stop`,
     :meth:`wait`; read it with :meth:`frame`, :meth:`to_png`, :attr:`result`,
@@ -51,7 +54,7 @@ class Explorer(W.VBox):
     """
 
     def __init__(self, model=None, image=None, *, labels=None, preprocess=None, session: Session | None = None,
-                 timeline=None):
+                 timeline=None, compare=None):
         run = None
         if timeline is not None:  # a recorded training run, shown below (nbviz.widget.timeline)
             from nbviz.widget.timeline import read_timeline
@@ -96,6 +99,13 @@ class Explorer(W.VBox):
             from nbviz.widget.timeline import attach
 
             self.timeline = attach(self, run)
+        self.compare_view = None
+        if compare is not None:  # the compare view (nbviz/widget/compare_view.py) under the Explorer
+            from nbviz.widget.compare_view import CompareView
+
+            self.compare_view = CompareView(session=self.session, image=self.image, image_id=self.image_id,
+                                            methods=compare, layer=self.state.layer)
+            self.children = (*self.children, self.compare_view)
         self._show_controls()
         self._paint_all()
         self._request()
@@ -200,6 +210,8 @@ class Explorer(W.VBox):
         self._result = None
         self._shown_key = None
         self._on_demand_results.clear()
+        if getattr(self, "compare_view", None) is not None:
+            self.compare_view.set_image(self.image, image_id=self.image_id)
         self._paint_all()
         self._request()
         return self
@@ -244,6 +256,8 @@ class Explorer(W.VBox):
         if hasattr(self, "snapshot"):
             self.snapshot.cancel()
             self._stop_busy()
+        if getattr(self, "compare_view", None) is not None:
+            self.compare_view.close()
         if getattr(self, "_owns_session", False):
             self.session.close()
         super().close()
