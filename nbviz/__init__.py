@@ -17,6 +17,10 @@ _EXPORTS = {
     "saliency": "nbviz.methods.gradients",
     "smoothgrad": "nbviz.methods.gradients",
     "integrated_gradients": "nbviz.methods.gradients",
+    "lrp": "nbviz.methods.lrp",
+    "blur_ig": "nbviz.methods.path_ig",
+    "guided_ig": "nbviz.methods.path_ig",
+    "xrai": "nbviz.methods.xrai",
     "guided_backprop": "nbviz.methods.guided",
     "guided_relu": "nbviz.methods.guided",
     "gradcam": "nbviz.methods.gradcam",
@@ -39,6 +43,13 @@ _EXPORTS = {
     # training
     "Recorder": "nbviz.callbacks",
     "open_run": "nbviz.runstore",
+
+    # semantic dictionary and neuron groups (Building Blocks of Interpretability)
+    "dictionary": "nbviz.methods.dictionary",
+    "SemanticDictionary": "nbviz.methods.dictionary",
+    "neuron_groups": "nbviz.methods.neuron_groups",
+    "NeuronGroups": "nbviz.methods.neuron_groups",
+    "color_groups": "nbviz.methods.neuron_groups",
     # the widget
     "Explorer": "nbviz.widget",
     # the widget-free session the Explorer (and other views) build on
