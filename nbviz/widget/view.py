@@ -42,14 +42,17 @@ class Explorer(W.VBox):
     size. ``preprocess`` maps the image into the model's input space (e.g.
     ``keras.applications.mobilenet_v2.preprocess_input``); ``labels`` names the classes;
     ``session``: an existing :class:`~nbviz.session.Session` of the same model to share its
-    cache with other views.
+    cache with other views. ``dictionary=True`` (or a dict of its keywords, e.g. ``{"k": 6}``)
+    adds the dictionary panel (:mod:`nbviz.widget.dictionary_panel`) under the view as
+    ``dictionary_panel``.
 
     Drive it from code with :meth:`set`, :meth:`click`, :meth:`run`, :meth:`stop`,
     :meth:`wait`; read it with :meth:`frame`, :meth:`to_png`, :attr:`result`,
     :attr:`status_text`. Every method of :mod:`nbviz.methods.table` is offered.
     """
 
-    def __init__(self, model=None, image=None, *, labels=None, preprocess=None, session: Session | None = None):
+    def __init__(self, model=None, image=None, *, labels=None, preprocess=None, session: Session | None = None,
+                 dictionary: bool | dict = False):
         if model is None and session is None:
             from nbviz import demo
 
@@ -87,6 +90,12 @@ class Explorer(W.VBox):
         self._show_controls()
         self._paint_all()
         self._request()
+        self.dictionary_panel = None
+        if dictionary:
+            from nbviz.widget.dictionary_panel import DictionaryPanel
+
+            self.dictionary_panel = DictionaryPanel(self, **(dictionary if isinstance(dictionary, dict) else {}))
+            self.children = (*self.children, self.dictionary_panel)
 
     # ================================================================ public, synchronous API
 
@@ -232,6 +241,8 @@ class Explorer(W.VBox):
         if hasattr(self, "snapshot"):
             self.snapshot.cancel()
             self._stop_busy()
+        if getattr(self, "dictionary_panel", None) is not None:
+            self.dictionary_panel.close()
         if getattr(self, "_owns_session", False):
             self.session.close()
         super().close()
