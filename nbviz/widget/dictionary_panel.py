@@ -87,7 +87,7 @@ class DictionaryPanel(W.VBox):
         self.groups = None  #: the shown :class:`~nbviz.methods.neuron_groups.NeuronGroups`
         #: counters (tests): jobs started, updates painted, updates dropped as stale
         self.counts = {"jobs": 0, "painted": 0, "dropped": 0}
-        self.log: list[tuple[int, str]] = []  #: (job number, "placeholders" | "preview" | "final")
+        self.history: list[tuple[int, str]] = []  #: (job number, "placeholders" | "preview" | "final")
 
         self.mode = W.ToggleButtons(options=list(MODES), value="channels", description="dictionary",
                                     style={"button_width": "80px", "description_width": "70px"})
@@ -200,12 +200,13 @@ class DictionaryPanel(W.VBox):
         return getattr(self, "_groups_rgba", None) if self._kind == "groups" else None
 
     def close(self):
-        self.worker.close()
-        try:
-            self.explorer.state.unobserve(self._on_explorer, names=["point", "layer", "target"])
-        except ValueError:
-            pass
-        self._unsubscribe()
+        if hasattr(self, "_unsubscribe"):
+            self.worker.close()
+            try:
+                self.explorer.state.unobserve(self._on_explorer, names=["point", "layer", "target"])
+            except ValueError:
+                pass
+            self._unsubscribe()
         super().close()
 
     # ================================================================ events
@@ -304,7 +305,7 @@ class DictionaryPanel(W.VBox):
                 for pos, picture in zip(preview.positions, preview.images):
                     self._pictures[pos] = np.asarray(picture, np.float32)
                     self._final[pos] = preview.final
-                self.log.append((number, "final" if preview.final else "preview"))
+                self.history.append((number, "final" if preview.final else "preview"))
             self._paint()
 
         try:
@@ -328,7 +329,7 @@ class DictionaryPanel(W.VBox):
             self._colors = None if colors is None else np.asarray(colors)
             if kind == "channels":
                 self._selected = None
-            self.log.append((number, "placeholders"))
+            self.history.append((number, "placeholders"))
         self._paint()
         return True
 
