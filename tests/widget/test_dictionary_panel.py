@@ -203,6 +203,24 @@ def test_groups_mode_colours_the_image_by_neuron_group(explorer, panel, model, i
         panel.wait()
 
 
+def test_errors_are_shown_and_bad_settings_named(explorer, panel):
+    with pytest.raises(ValueError, match="k must be an int >= 1"):
+        dictionary_panel.DictionaryPanel(explorer, k=0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        panel.set_mode("pixels")
+    with pytest.raises(ValueError, match="slot must be an int"):
+        panel.select(K)
+    layer = explorer.state.layer
+    try:  # NMF needs non-negative activations: a layer before its ReLU is refused, in the panel
+        explorer.set(layer="block3_bn")
+        panel.set_mode("groups").wait()
+        assert "negative activations" in panel.status.value and "ReLU" in panel.status.value
+    finally:
+        explorer.set(layer=layer)
+        panel.set_mode("channels").wait()
+        explorer.wait()
+
+
 def test_strip_frames_are_plain_numpy():
     values = np.array([4.0, -2.0, 1.0])
     pics = [np.ones((32, 32, 3), np.float32), None, np.zeros((64, 64, 3), np.uint8)]
