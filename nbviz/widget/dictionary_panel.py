@@ -70,7 +70,8 @@ class DictionaryPanel(W.VBox):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         self.explorer = explorer
-        self.k, self.n_groups, self.size, self.steps, self.columns = int(k), int(groups), int(size), int(steps), int(columns)
+        self.k, self.n_groups, self.size = int(k), int(groups), int(size)
+        self.steps, self.columns = int(steps), int(columns)
         self.cache = cache
         self.worker = Worker("nbviz-dictionary")
         self._lock = threading.RLock()
@@ -260,10 +261,8 @@ class DictionaryPanel(W.VBox):
         cell = (min(max(cy, 0), h - 1), min(max(cx, 0), w - 1))
         d = dictionary(ctx.model, image, layer, cell, k=min(self.k, c), target=target, by=by,
                        preprocess=ctx.preprocess)
-        if not self._begin(job, number, "channels", d.channels, d.values, None):
+        if not self._begin(job, number, "channels", d.channels, d.values, None, d):
             return None
-        with self._lock:
-            self.dictionary, self.groups = d, None
         what = "activation" if by == "activation" else "activation × gradient"
         self._set_status(f"top {d.k} channels of {html.escape(layer)} at cell {cell} by {what}; rendering icons…")
         done = self._render_icons(job, number, layer, [int(v) for v in d.channels], image)
@@ -278,13 +277,7 @@ class DictionaryPanel(W.VBox):
         h, w, c = (int(v) for v in shape[-3:])
         g = neuron_groups(ctx.model, image, layer, n=min(self.n_groups, h * w, c), seed=0, target=target,
                           preprocess=ctx.preprocess)
-        if not job.current():
-            self.counts["dropped"] += 1
-            return None
-        with self._lock:
-            self.groups, self.dictionary = g, None
-            self._selected = None
-        if not self._begin(job, number, "groups", np.arange(g.n), g.attributions, g.colors):
+        if not self._begin(job, number, "groups", np.arange(g.n), g.attributions, g.colors, g):
             return None
         self._paint_groups()
         self._set_status(f"{g.n} neuron groups of {html.escape(layer)} (NMF error {g.error:.2f}); rendering icons…")
@@ -315,8 +308,9 @@ class DictionaryPanel(W.VBox):
             return False
         return job.current()
 
-    def _begin(self, job, number, kind, items, values, colors) -> bool:
-        """Show the slots with placeholders (only while ``job`` is the newest)."""
+    def _begin(self, job, number, kind, items, values, colors, found) -> bool:
+        """Show the slots of ``found`` (a dictionary or neuron groups) with placeholders, only
+        while ``job`` is the newest."""
         if not job.current():
             self.counts["dropped"] += 1
             return False
@@ -327,8 +321,8 @@ class DictionaryPanel(W.VBox):
             self._pictures = [None] * len(self._items)
             self._final = np.zeros(len(self._items), bool)
             self._colors = None if colors is None else np.asarray(colors)
-            if kind == "channels":
-                self._selected = None
+            self._selected = None
+            self.dictionary, self.groups = (found, None) if kind == "channels" else (None, found)
             self.history.append((number, "placeholders"))
         self._paint()
         return True
@@ -345,13 +339,13 @@ class DictionaryPanel(W.VBox):
                                   colors=self._colors, selected=self._selected)
             self._strip = strip
             kind, items, values = self._kind, self._items.copy(), self._values.copy()
+            by = self.dictionary.by if kind == "channels" and self.dictionary is not None else "attribution"
             self.counts["painted"] += 1
         _put(self.strip_canvas, strip.image)
         name = "channel" if kind == "channels" else "group"
-        what = ("activation" if self.by.value == "activation" else "attribution") if kind == "channels" else "attribution"
         cells = " · ".join(f"{name} {int(i)}: {v:.3g}" for i, v in zip(items, values))
         self.labels.value = (f"<span style='font-family:monospace;font-size:11px'>{html.escape(cells)} "
-                             f"<span style='color:#888'>(bars: {what})</span></span>")
+                             f"<span style='color:#888'>(bars: {by})</span></span>")
 
     def _paint_groups(self):
         g, ex = self.groups, self.explorer
