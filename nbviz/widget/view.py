@@ -36,7 +36,8 @@ _REQUEST_TRAITS = {"method", "layer", "target", "channel", "point", *METHOD_CONT
 class Explorer(W.VBox):
     """Look inside a Keras image model by clicking on a picture.
 
-    ``Explorer(model=None, image=None, *, labels=None, preprocess=None, session=None)``: with no
+    ``Explorer(model=None, image=None, *, labels=None, preprocess=None, session=None, timeline=None,
+    compare=None, dictionary=False)``: with no
     model the bundled demo model and one of its images are used. ``image``: numpy array, PIL
     image, file path or a FileUpload value; resized to the model's input when it has a fixed
     size. ``preprocess`` maps the image into the model's input space (e.g.
@@ -46,7 +47,9 @@ class Explorer(W.VBox):
     recorded by :class:`nbviz.callbacks.Recorder` (:class:`nbviz.widget.timeline.Timeline`);
     ``compare``, a list of 2-8 method keys (or panes, see
     :class:`~nbviz.widget.compare_view.CompareView`) computed on this Explorer's session and
-    following its image (:attr:`compare_view`).
+    following its image (:attr:`compare_view`);
+    ``dictionary=True`` (or a dict of its keywords, e.g. ``{"k": 6}``), the semantic dictionary
+    of the clicked cell (:mod:`nbviz.widget.dictionary_panel`, :attr:`dictionary_panel`).
 
     Drive it from code with :meth:`set`, :meth:`click`, :meth:`run`, :meth:`stop`,
     :meth:`wait`; read it with :meth:`frame`, :meth:`to_png`, :attr:`result`,
@@ -54,7 +57,7 @@ class Explorer(W.VBox):
     """
 
     def __init__(self, model=None, image=None, *, labels=None, preprocess=None, session: Session | None = None,
-                 timeline=None, compare=None):
+                 timeline=None, compare=None, dictionary: bool | dict = False):
         run = None
         if timeline is not None:  # a recorded training run, shown below (nbviz.widget.timeline)
             from nbviz.widget.timeline import read_timeline
@@ -109,6 +112,12 @@ class Explorer(W.VBox):
         self._show_controls()
         self._paint_all()
         self._request()
+        self.dictionary_panel = None
+        if dictionary:
+            from nbviz.widget.dictionary_panel import DictionaryPanel
+
+            self.dictionary_panel = DictionaryPanel(self, **(dictionary if isinstance(dictionary, dict) else {}))
+            self.children = (*self.children, self.dictionary_panel)
 
     # ================================================================ public, synchronous API
 
@@ -258,6 +267,8 @@ class Explorer(W.VBox):
             self._stop_busy()
         if getattr(self, "compare_view", None) is not None:
             self.compare_view.close()
+        if getattr(self, "dictionary_panel", None) is not None:
+            self.dictionary_panel.close()
         if getattr(self, "_owns_session", False):
             self.session.close()
         super().close()
