@@ -42,16 +42,19 @@ def onehot(classes, n_classes: int) -> tf.Tensor:
 def ascent_fn(model, layer: str, *, batch: int, size: int, steps: int):
     """The bare work of rendering ``batch`` channel visualisations at once: ``steps`` Adam steps
     on a ``batch``×size×size×3 pixel image, each the gradient of the mean of channel
-    ``first + b`` of ``layer`` (a sub-model up to that layer). No parametrisation, transforms or
-    preprocessing: the least any feature-visualisation library must compute."""
+    ``first + b`` of ``layer`` (a sub-model up to that layer), the picture resized to a fixed-size
+    model's input. No parametrisation, transforms or preprocessing: the least any
+    feature-visualisation library must compute."""
     sub = tf.keras.Model(model.inputs, model.get_layer(layer).output)
+    fixed = tuple(model.inputs[0].shape[1:3])  # a fixed-size model sees the picture resized
     image = tf.Variable(tf.zeros((batch, size, size, 3)))
     opt = tf.keras.optimizers.Adam(0.05)
 
     @tf.function
     def step(channels):
         with tf.GradientTape() as tape:
-            out = sub(image, training=False)
+            x = image if None in fixed or fixed == (size, size) else tf.image.resize(image, fixed)
+            out = sub(x, training=False)
             picked = tf.gather(out, channels, axis=-1, batch_dims=0)
             score = tf.reduce_sum(tf.linalg.diag_part(tf.reduce_mean(picked, axis=(1, 2))))
         opt.apply_gradients([(-tape.gradient(score, image), image)])

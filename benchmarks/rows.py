@@ -204,7 +204,7 @@ def factory(spec: dict) -> Callable[[int], Any]:
                                   batch_size=32, progress=False, num_actors=actors)
             shutil.rmtree(out, ignore_errors=True)
         return run
-    if kind in ("explorer_click", "frame_512"):
+    if kind in ("explorer_click", "frame_512", "session_switch", "session_first_partial", "compare4"):
         import widget_rows
         return getattr(widget_rows, kind)(model, spec, get)
     raise ValueError(f"unknown row kind {kind!r}")

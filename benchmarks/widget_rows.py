@@ -54,3 +54,87 @@ def frame_512(model, spec: dict, get) -> Callable[[int], dict]:
         explorer.set(alpha=0.3 + 0.05 * (i % 10))
         return {"extras": {"repaints": explorer.paints["overlay"] - before}}
     return call
+
+
+# ----------------------------------------------------------------------------- the session
+
+CHEAP = ("saliency", "gradcam", "gradcam_pp", "guided_backprop", "activations", "rf")
+
+
+def session_switch(model, spec: dict, get) -> Callable[[int], dict]:
+    """Method switch → result through :class:`nbviz.session.Session`, warm: sample ``i`` shows a
+    new image with Grad-CAM, then switches through the cheap methods (saliency, Grad-CAM++,
+    guided backprop, activations, receptive field of a clicked cell); the sample is the mean
+    time per switch, the slowest switch an extra. Every method was computed once before (warm)."""
+    import time
+
+    from nbviz.session import Session
+
+    session = Session(model)
+    layer = session.probe.spatial_layer().path
+
+    def show(method: str, image, iid):
+        point = (image.shape[0] // 2, image.shape[1] // 2) if method == "rf" else None
+        req = session.request(method, image, image_id=iid, layer=layer, point=point)
+        return session.compute(req)
+
+    warm_image, _ = get(0)
+    iid = session.image_id(warm_image)
+    for method in ("gradcam", *CHEAP):
+        show(method, warm_image, iid)
+
+    def call(i: int) -> dict:
+        image, _ = get(i + 1)
+        iid = session.image_id(image)
+        show("gradcam", image, iid)
+        walls, cpu0 = [], time.process_time()
+        for method in CHEAP:
+            t0 = time.perf_counter()
+            show(method, image, iid)
+            walls.append(time.perf_counter() - t0)
+        return {"wall": sum(walls) / len(walls), "cpu": (time.process_time() - cpu0) / len(walls),
+                "slowest": max(walls)}
+    return call
+
+
+def session_first_partial(model, spec: dict, get) -> Callable[[int], dict]:
+    """A progressive method (SmoothGrad, integrated gradients, occlusion, feature visualisation)
+    through the session, warm, on a new image: time to its first refinement (the first overlay
+    a user sees); the time to the final result is an extra."""
+    import time
+
+    from nbviz.session import Session
+
+    session = Session(model)
+    method = spec["options"]["method"]
+    options = dict(spec["options"].get("controls", {}))
+    layer = session.probe.spatial_layer().path
+
+    def run(image, channel=0):
+        first = {}
+        t0, c0 = time.perf_counter(), time.process_time()
+
+        def progress(partial):
+            first.setdefault("wall", time.perf_counter() - t0)
+            first.setdefault("cpu", time.process_time() - c0)
+
+        req = session.request(method, image, image_id=session.image_id(image), layer=layer,
+                              channel=channel, options=options)
+        session.compute(req, progress=progress)
+        total = time.perf_counter() - t0
+        return {"wall": first.get("wall", total), "cpu": first.get("cpu", time.process_time() - c0),
+                "final": total}
+
+    run(get(0)[0])  # warm: compiled once
+    return lambda i: run(get(i + 1)[0], channel=i + 1)
+
+
+def compare4(model, spec: dict, get) -> Callable[[int], dict]:
+    """A 4-pane comparison (saliency, integrated gradients, Grad-CAM, occlusion) with deletion
+    and insertion AUC under each pane, widget-free (:func:`nbviz.comparison.compare_scores`,
+    what the compare view computes), on a new image."""
+    from nbviz.comparison import compare_scores
+
+    methods = ("saliency", "integrated_gradients", "gradcam", "occlusion")
+    compare_scores(model, get(0)[0], methods)
+    return lambda i: compare_scores(model, get(i + 1)[0], methods)
