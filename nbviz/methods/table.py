@@ -244,9 +244,11 @@ METHODS: tuple[Method, ...] = (
            reduce="sum", cite="Springenberg et al. 2015"),
     Method("smoothgrad", "SmoothGrad", "nbviz.methods.gradients:smoothgrad", "signed", "gradient",
            controls=(_SAMPLES, _NOISE), reduce="sum", progressive=True, cite="Smilkov et al. 2017"),
+    # the completeness check (a warning, and a rerun at twice the steps to estimate the steps
+    # needed) is for direct calls; views and dataset runs take nbviz.metrics.completeness instead
     Method("integrated_gradients", "integrated gradients", "nbviz.methods.gradients:integrated_gradients",
-           "signed", "gradient", controls=(_IG_STEPS,), reduce="sum", progressive=True,
-           cite="Sundararajan et al. 2017"),
+           "signed", "gradient", controls=(_IG_STEPS,), fixed={"tolerance": None}, reduce="sum",
+           progressive=True, cite="Sundararajan et al. 2017"),
     Method("blur_ig", "blur IG", "nbviz.methods.path_ig:blur_ig", "signed", "gradient",
            controls=(_BLUR_STEPS, _MAX_SIGMA), reduce="sum", cite="Xu et al. 2020"),
     Method("guided_ig", "guided IG", "nbviz.methods.path_ig:guided_ig", "signed", "gradient",
