@@ -1,12 +1,20 @@
-"""What is measured: each method, the floor it is compared with, and its speed target.
+"""What is measured: groups of comparable rows, each group's floor, options and speed target.
 
-Plain data, no TensorFlow: shared by the nbviz rows, the peers' process and the report.
+The nbviz method rows come from nbviz's method table (``nbviz.methods.table.METHODS``): every
+method there with a plain function (no widget runner) is a row, so a new method is benchmarked
+as soon as it has its table row. What the table cannot know lives here: the floor a method is
+compared with (default ``fwd_bwd@1``), the options it is benchmarked with, its speed target.
+
+Plain data and no TensorFlow import at module level: the driver, the report and the peers'
+process read it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+__all__ = ["Group", "groups", "PEER_METHODS", "PEERS", "FEATVIS_LAYER", "GRADCAM_LAYER",
+           "occlusion_window", "occlusion_copies"]
 
 
 def occlusion_window(size: int) -> int:
@@ -20,20 +28,22 @@ def occlusion_copies(size: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class Method:
-    name: str
-    label: str
-    floor: str | None  # floor key, "{occ}" stands for the occlusion copy count
-    floor_times: int = 1  # the floor is this many calls of the floor key (featvis: its steps)
-    max_ratio: float | None = None  # target: warm time / floor
-    max_seconds: float | None = None  # target: warm time
-    target_models: tuple[str, ...] | None = None  # where the target applies (None: every model)
-    batch: int = 1
+class Group:
+    """Rows doing comparable work: the floor, nbviz's row, and the peers' rows of the method.
 
-    def floor_key(self, size: int) -> str | None:
-        if self.floor is None:
-            return None
-        return self.floor.replace("{occ}", str(occlusion_copies(size)))
+    ``floor``: "forward@N" / "fwd_bwd@N" (None: no floor, an absolute target); ``floor_times``:
+    the floor is this many of those calls (feature visualisation: one per step); ``spec``: the
+    nbviz row's spec (kind, name, options, batch); ``max_ratio`` / ``max_seconds``: the target.
+    """
+
+    key: str
+    label: str
+    spec: dict
+    floor: str | None = "fwd_bwd@1"
+    floor_times: int = 1
+    max_ratio: float | None = None
+    max_seconds: float | None = None
+    peers: tuple[str, ...] = ()
 
     def target_text(self) -> str:
         parts = []
@@ -44,35 +54,27 @@ class Method:
             parts.append(f"≤ {ms:g} ms" if ms < 1000 else f"≤ {self.max_seconds:g} s")
         return " and ".join(parts)
 
-    def has_target(self, model: str) -> bool:
-        if self.max_ratio is None and self.max_seconds is None:
-            return False
-        return self.target_models is None or model in self.target_models
 
-
-MOBILE = ("mobilenetv2",)
-
-METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("saliency", "saliency", "fwd_bwd@1", max_ratio=1.05),
-    Method("guided_backprop", "guided backprop", "fwd_bwd@1", max_ratio=1.1),
-    Method("gradcam", "Grad-CAM", "fwd_bwd@1", max_ratio=0.55, target_models=MOBILE),
-    Method("gradcam@8", "Grad-CAM, batch 8", "fwd_bwd@8", batch=8),
-    Method("guided_gradcam", "guided Grad-CAM", "fwd_bwd@1"),
-    Method("smoothgrad", "SmoothGrad (20 samples)", "fwd_bwd@20", max_ratio=1.1),
-    Method("integrated_gradients", "integrated gradients (32 steps)", "fwd_bwd@32",
-           max_ratio=1.1),
-    Method("occlusion", "occlusion (32×32 windows, stride 32)", "forward@{occ}",
-           max_ratio=1.05),
-    Method("receptive_field", "analytic receptive field (cached)", None, max_seconds=0.005),
-    Method("gradient_rf", "gradient RF of one cell (theoretical)", "fwd_bwd@1", max_ratio=1.1),
-    Method("gradient_rf_effective", "gradient RF of one cell (effective)", "fwd_bwd@1",
-           max_ratio=1.1),
-    Method("featvis", "feature visualisation, 100 steps", "fwd_bwd@1", floor_times=100,
-           max_ratio=1.3, max_seconds=3.2, target_models=MOBILE),
-    Method("explorer_click", "Explorer click → frame", None, max_seconds=0.15,
-           target_models=MOBILE),
-    Method("frame_512", "512×512 RGBA frame build + send", None, max_seconds=0.03),
-]}
+# per method key: (floor or None, options, max_ratio[, floor_times]) where they differ from the
+# default
+_BENCH = {
+    "gradcam": ("fwd_bwd@1", {}, 0.55),
+    "gradcam_pp": ("fwd_bwd@1", {}, 0.6),
+    "saliency": ("fwd_bwd@1", {}, 1.05),
+    "guided_backprop": ("fwd_bwd@1", {}, 1.1),
+    "smoothgrad": ("fwd_bwd@20", {"n": 20}, 1.1),
+    "vargrad": ("fwd_bwd@20", {"n": 20}, 1.1),
+    "integrated_gradients": ("fwd_bwd@32", {"steps": 32, "batch_size": 32}, 1.1),
+    "blur_ig": ("fwd_bwd@32", {"steps": 32}, 1.2),
+    "guided_ig": ("fwd_bwd@1", {"steps": 32}, 1.2, 32),  # sequential: one gradient per step
+    "xrai": ("fwd_bwd@32", {"steps": 32}, None, 2),  # two IG runs (black and white baselines)
+    "occlusion": ("forward@{occ}", {"window": "{win}", "stride": "{win}", "batch_size": 64}, 1.05),
+    "scorecam": ("forward@{channels}", {}, 1.1),
+    "layercam": ("fwd_bwd@1", {}, 0.6),
+    "eigencam": ("fwd_bwd@1", {}, 0.6),
+    "rise": ("forward@4000", {"n": 4000}, 1.1),
+    "lrp": ("fwd_bwd@1", {}, 1.5),
+}
 
 # methods measured per peer (those the library offers)
 PEER_METHODS: dict[str, tuple[str, ...]] = {
@@ -88,8 +90,85 @@ PEERS = tuple(PEER_METHODS)
 FEATVIS_LAYER = {"mobilenetv2": "out_relu", "resnet50": "conv5_block3_out", "tiny": "relu2"}
 # the layer Grad-CAM explains by default (the last spatial layer); tf-explain is given it
 GRADCAM_LAYER = {"mobilenetv2": "out_relu", "resnet50": "conv5_block3_out", "tiny": "conv3"}
-# models whose featvis row runs (100 steps of ResNet50 × several calls would not fit the budget)
-FEATVIS_MODELS = ("mobilenetv2", "tiny")
+# the semantic dictionary's and neuron groups' layer (MobileNetV2: 14×14×576)
+DICTIONARY_LAYER = {"mobilenetv2": "block_13_expand_relu", "resnet50": "conv4_block6_out",
+                    "tiny": "relu2"}
+# feature-visualisation steps of the icon rows (the issue states 128; 32 keeps `make bench` within
+# its 20 minutes on 2 cores, and the row is a ratio to the same work)
+ICON_STEPS = 32
+# channels of GRADCAM_LAYER (Score-CAM's floor is one forward of that many masked images)
+LAST_CHANNELS = {"mobilenetv2": 1280, "resnet50": 2048, "tiny": 16}
 
-__all__ = ["METHODS", "Method", "PEERS", "PEER_METHODS", "FEATVIS_LAYER", "FEATVIS_MODELS", "GRADCAM_LAYER",
-           "occlusion_window", "occlusion_copies"]
+
+def _fill(value, size: int, model: str):
+    if isinstance(value, str):
+        value = value.replace("{occ}", str(occlusion_copies(size))).replace(
+            "{win}", str(occlusion_window(size))).replace("{channels}", str(LAST_CHANNELS[model]))
+        return int(value) if value.isdigit() else value
+    return value
+
+
+def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int | None = None,
+           quick: bool = False) -> list[Group]:
+    """Every group measured on ``model`` at ``size``², in order."""
+    from nbviz.methods import table
+
+    out = []
+    for m in table.METHODS:
+        if m.runner is not None:
+            continue
+        floor, options, max_ratio, *times = _BENCH.get(m.key, ("fwd_bwd@1", {}, None))
+        options = {k: _fill(v, size, model) for k, v in options.items()}
+        floor = _fill(floor, size, model)
+        if m.key == "rise" and rise_masks:
+            options["n"], floor = rise_masks, f"forward@{rise_masks}"
+        out.append(Group(m.key, m.label, {"kind": "method", "name": m.key, "options": options},
+                         floor, floor_times=times[0] if times else 1, max_ratio=max_ratio,
+                         peers=tuple(p for p, ms in PEER_METHODS.items() if m.key in ms)))
+    out.append(Group("gradcam@8", "Grad-CAM, batch 8",
+                     {"kind": "method", "name": "gradcam", "batch": 8, "options": {}}, "fwd_bwd@8",
+                     peers=tuple(p for p, ms in PEER_METHODS.items() if "gradcam@8" in ms)))
+    out += [
+        Group("receptive_field", "analytic receptive field (cached)", {"kind": "receptive_field"},
+              None, max_seconds=0.005),
+        Group("gradient_rf", "gradient RF of one cell (theoretical)", {"kind": "gradient_rf"},
+              max_ratio=1.1),
+        Group("gradient_rf_effective", "gradient RF of one cell (effective)",
+              {"kind": "gradient_rf", "options": {"mode": "effective"}}, max_ratio=1.1),
+        Group("curves", "deletion + insertion, 20 steps each", {"kind": "curves"}, "forward@42",
+              max_ratio=1.2),
+        Group("randomisation", "model randomisation, Grad-CAM, every layer (demo model)",
+              {"kind": "randomisation", "options": {"method": "gradcam"}}, None, max_seconds=10.0),
+        Group("dictionary", "semantic dictionary at a click (k=8, by attribution)",
+              {"kind": "dictionary", "options": {"layer": DICTIONARY_LAYER[model]}}, max_seconds=0.1),
+        Group("neuron_groups", "neuron groups (NMF, n=6) incl. forward/backward",
+              {"kind": "neuron_groups", "options": {"layer": DICTIONARY_LAYER[model]}}, None,
+              max_seconds=0.3),
+        Group("icons_cached", "8 icons read from the disk cache",
+              {"kind": "icons", "options": {"layer": FEATVIS_LAYER[model], "size": 128,
+                                            "steps": ICON_STEPS, "cached": True}}, None,
+              max_seconds=0.02),
+        Group("explorer_click", "Explorer click → frame", {"kind": "explorer_click"}, None,
+              max_seconds=0.15),
+        Group("frame_512", "512×512 RGBA frame build + send", {"kind": "frame_512"}, None,
+              max_seconds=0.03),
+    ]
+    if not quick:
+        ascent = {"layer": FEATVIS_LAYER[model], "size": 128, "steps": ICON_STEPS}
+        out.append(Group("icons", f"8 icons, 128², {ICON_STEPS} steps, one batch",
+                         {"kind": "icons", "options": ascent}, None, max_ratio=1.2))
+        out[-1] = dataclasses.replace(out[-1], floor="ascent@8")
+    if model in FEATVIS_LAYER and not quick:
+        out.append(Group("featvis", f"feature visualisation, {featvis_steps} steps",
+                         {"kind": "featvis", "options": {"layer": FEATVIS_LAYER[model],
+                                                         "steps": featvis_steps}},
+                         "fwd_bwd@1", floor_times=featvis_steps, max_ratio=1.3,
+                         peers=tuple(p for p, ms in PEER_METHODS.items() if "featvis" in ms)))
+    return out
+
+
+def floor_spec(key: str, options: dict | None = None) -> dict:
+    """``"fwd_bwd@8"`` -> ``{"kind": "floor", "name": "fwd_bwd", "batch": 8}`` (``options``: the
+    ascent floor's layer, size and steps)."""
+    name, _, batch = key.partition("@")
+    return {"kind": "floor", "name": name, "batch": int(batch), "options": dict(options or {})}

@@ -1,24 +1,18 @@
 """Peer rows: the same methods in tf-keras-vis, tf-explain and xplique.
 
-Runs in its own virtualenv (``benchmarks/.peers-venv``: xplique pins TensorFlow <= 2.20), started
-by ``run.py`` as a subprocess::
-
-    benchmarks/.peers-venv/bin/python benchmarks/peers.py SPEC.json OUT.json
-
-SPEC names, per model, the weights file and images the main process saved, the class of each
-image and the methods to measure. Each peer is used as its documentation shows; an explainer
-object is built once and then called per image, so a row's cold call is construction plus the
-first call, and its warm calls reuse the explainer. The floors ``forward@1`` and ``fwd_bwd@1``
-are measured here too, under this virtualenv's TensorFlow, to show whether the two TensorFlow
-builds differ in raw speed. A library or method that fails is reported with its error.
+Runs in its own long-lived worker process under its own virtualenv (``benchmarks/.peers-venv``:
+xplique pins TensorFlow <= 2.20): ``benchmarks/.peers-venv/bin/python benchmarks/worker.py
+peers``. The model is rebuilt from the weights file the driver saved. Each peer is used as its
+documentation shows; an explainer object is built on the first call and reused, so a row's cold
+sample is construction plus the first call. The floors are measured here too, under this
+virtualenv's TensorFlow, in the same rounds, so a difference between the two TensorFlow builds
+shows. A library or method that fails is reported with its error.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import sys
 import warnings
 from importlib import metadata
 
@@ -29,16 +23,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import models  # noqa: E402
-from catalog import FEATVIS_LAYER, GRADCAM_LAYER, PEER_METHODS, occlusion_window  # noqa: E402
-from floor import measure_floors  # noqa: E402
-from timing import configure, guarded, measure  # noqa: E402
+from catalog import FEATVIS_LAYER, GRADCAM_LAYER, occlusion_window  # noqa: E402
 
 DISTRIBUTIONS = ("tensorflow", "keras", "numpy", "tf-keras-vis", "tf-explain", "xplique",
                  "tensorflow-probability", "tf_keras")
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version()}
+    out = {"env": "peers", "python": platform.python_version()}
     for name in DISTRIBUTIONS:
         try:
             out[name] = metadata.version(name)
@@ -179,90 +171,28 @@ def xplique(model, method, ctx):
 PEER_FUNCTIONS = {"tf-keras-vis": tf_keras_vis, "tf-explain": tf_explain, "xplique": xplique}
 
 
-# ----------------------------------------------------------------------------- the run
+# ----------------------------------------------------------------------------- the worker
+
+_MODELS: dict = {}
 
 
-def inputs_for(method, images, classes, spec, model_spec):
-    repeats, batch_repeats = spec["repeats"], spec["batch_repeats"]
-    n = len(images)
+def factory(spec: dict):
+    """``call(i)`` of one peer row (``{"kind": "peer", "library": ..., "name": method}``) or of a
+    floor under this virtualenv's TensorFlow (``{"kind": "floor", ...}``); see rows.py."""
+    key = (spec["model"], spec["size"], spec["weights"])
+    if key not in _MODELS:
+        _MODELS[key] = models.load(spec["model"], spec["size"], spec["weights"])
+    model = _MODELS[key]
+    if spec["kind"] == "floor":
+        from rows import floor_row
+        return floor_row(model, spec)
+    from rows import batches
+    get = batches(spec)
+    ctx = {"size": spec["size"], "featvis_layer": FEATVIS_LAYER.get(spec["model"]),
+           "gradcam_layer": GRADCAM_LAYER.get(spec["model"]),
+           "featvis_steps": int(spec.get("options", {}).get("steps", 100))}
+    method = spec["name"]
+    call = PEER_FUNCTIONS[spec["library"]](model, method, ctx)
     if method == "featvis":
-        return list(range(spec["featvis_repeats"] + 1))
-    if method == "gradcam@8":
-        return [(images[(8 * i + np.arange(8)) % n], int(classes[(8 * i) % n]))
-                for i in range(batch_repeats + 1)]
-    calls = batch_repeats if method in ("smoothgrad", "integrated_gradients", "occlusion") \
-        else repeats
-    return [(images[i % n], int(classes[i % n])) for i in range(calls + 1)]
-
-
-def run_model(model_spec, spec, log):
-    name, size = model_spec["name"], model_spec["size"]
-    model = models.load(name, size, model_spec["weights"])
-    images = np.load(model_spec["images"])
-    classes = np.asarray(model_spec["classes"])
-    check = np.asarray(model(images[:4], training=False)).argmax(-1)
-    out = {"weights_check": {"classes_here": check.tolist(),
-                             "classes_main": classes[:4].tolist()},
-           "floors": {}, "peers": {}}
-    floors = measure_floors(model, images, classes, repeats=spec["repeats"],
-                            keys=model_spec["floors"])
-    out["floors"] = floors
-    for key, record in floors.items():
-        log(f"  {name}/floor-peers-venv/{key}: {record.get('warm_s', float('nan')) * 1000:.1f} ms"
-            if record.get("status") == "ok" else f"  {name}/floor-peers-venv/{key}: {record}")
-    ctx = {"size": size, "featvis_layer": FEATVIS_LAYER.get(name),
-           "gradcam_layer": GRADCAM_LAYER.get(name),
-           "featvis_steps": spec["featvis_steps"]}
-    for peer, methods in model_spec["methods"].items():
-        rows = out["peers"].setdefault(peer, {})
-        for method in methods:
-            if method not in PEER_METHODS[peer]:
-                continue
-            args = inputs_for(method, images, classes, spec, model_spec)
-            record = guarded(lambda: measure(PEER_FUNCTIONS[peer](model, method, ctx), args))
-            rows[method] = record
-            if record.get("status") == "ok":
-                log(f"  {name}/{peer}/{method}: cold {record['cold_s'] * 1000:.0f} ms, "
-                    f"warm {record['warm_s'] * 1000:.1f} ms (cpu {record['warm_cpu_s'] * 1000:.1f})")
-            else:
-                log(f"  {name}/{peer}/{method}: {record['status']}: {record['error'][:300]}")
-    out["notes"] = notes(model, images, classes, model_spec)
-    return out
-
-
-def notes(model, images, classes, model_spec) -> list[str]:
-    """Default paths of the peers that fail on Keras 3 (the rows above work around them)."""
-    found = []
-    if "gradcam" in model_spec["methods"].get("tf-explain", ()):
-        from tf_explain.core.grad_cam import GradCAM
-        try:
-            GradCAM().explain((images[:1], None), model, class_index=int(classes[0]))
-        except Exception as exc:
-            found.append("tf-explain GradCAM without layer_name (its search for the last conv "
-                         f"layer) fails on Keras 3: {type(exc).__name__}: {exc}; the rows pass "
-                         "layer_name explicitly")
-    return found
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    spec_path, out_path = argv
-    with open(spec_path) as f:
-        spec = json.load(f)
-    tf.get_logger().setLevel("ERROR")
-    configure(budget_s=spec.get("budget_s"))
-
-    def log(line):
-        print(line, flush=True)
-
-    result = {"versions": versions(), "models": {}}
-    log(f"peers venv: {result['versions']}")
-    for model_spec in spec["models"]:
-        result["models"][model_spec["name"]] = guarded(lambda: run_model(model_spec, spec, log))
-        with open(out_path, "w") as f:  # written after each model: a crash keeps what was done
-            json.dump(result, f, indent=1, default=float)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return lambda i: call(i)
+    return lambda i: call(get(i))

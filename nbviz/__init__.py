@@ -17,6 +17,10 @@ _EXPORTS = {
     "saliency": "nbviz.methods.gradients",
     "smoothgrad": "nbviz.methods.gradients",
     "integrated_gradients": "nbviz.methods.gradients",
+    "lrp": "nbviz.methods.lrp",
+    "blur_ig": "nbviz.methods.path_ig",
+    "guided_ig": "nbviz.methods.path_ig",
+    "xrai": "nbviz.methods.xrai",
     "guided_backprop": "nbviz.methods.guided",
     "guided_relu": "nbviz.methods.guided",
     "gradcam": "nbviz.methods.gradcam",
@@ -25,6 +29,13 @@ _EXPORTS = {
     "occlusion": "nbviz.methods.occlusion",
     "activations": "nbviz.methods.activations",
     "tile_channels": "nbviz.methods.activations",
+    "layercam": "nbviz.methods.layercam",
+    "eigencam": "nbviz.methods.eigencam",
+    "scorecam": "nbviz.methods.scorecam",
+    "ablationcam": "nbviz.methods.ablationcam",
+    "rise": "nbviz.methods.rise",
+    "vargrad": "nbviz.methods.gradients",
+    "gradient_x_input": "nbviz.methods.gradients",
     # receptive fields
     "ReceptiveField": "nbviz.methods.receptive_field",
     "receptive_field": "nbviz.methods.receptive_field",
@@ -33,12 +44,21 @@ _EXPORTS = {
     "RFGrid": "nbviz.methods.receptive_field",
     "rf_grid": "nbviz.methods.receptive_field",
     "fully_convolutional": "nbviz.methods.receptive_field",
+    # per-model caches (probe, compiled functions, receptive fields, targets)
+    "clear_cache": "nbviz.probe",
     "plot_rf_grid": "nbviz.methods.rf_plot",
     "plot_gradient_at": "nbviz.methods.rf_plot",
     "effective_rf": "nbviz.methods.erf",
     # training
     "Recorder": "nbviz.callbacks",
     "open_run": "nbviz.runstore",
+
+    # semantic dictionary and neuron groups (Building Blocks of Interpretability)
+    "dictionary": "nbviz.methods.dictionary",
+    "SemanticDictionary": "nbviz.methods.dictionary",
+    "neuron_groups": "nbviz.methods.neuron_groups",
+    "NeuronGroups": "nbviz.methods.neuron_groups",
+    "color_groups": "nbviz.methods.neuron_groups",
     # the widget
     "Explorer": "nbviz.widget",
     # the widget-free session the Explorer (and other views) build on

@@ -24,12 +24,39 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import os
+import re
 import threading
+import types
+import warnings
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-import numpy as np
-import tensorflow as tf
-import keras
+
+def _backend_message(name: str) -> str:
+    return (f"nbviz needs Keras' TensorFlow backend (it runs TensorFlow graphs and "
+            f"tf.custom_gradient), but Keras is set to the {name!r} backend: set the environment "
+            f"variable KERAS_BACKEND=tensorflow (or \"backend\": \"tensorflow\" in "
+            f"~/.keras/keras.json) before importing keras")
+
+
+def _check_backend() -> None:
+    """Fail at first use, in one sentence, when Keras runs on another backend.
+
+    The environment variable is read before ``import keras`` (which would itself fail without the
+    other backend's package installed); ``keras.backend.backend()`` covers keras.json after it."""
+    name = os.environ.get("KERAS_BACKEND")
+    if name and name != "tensorflow":
+        raise ImportError(_backend_message(name))
+
+
+_check_backend()
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(_backend_message(keras.backend.backend()))
 
 __all__ = [
     "ImageInput",
@@ -37,6 +64,8 @@ __all__ = [
     "Probe",
     "probe",
     "clear_cache",
+    "fn_key",
+    "LRUCache",
 ]
 
 # One lock for every interception: two threads must not patch the same layer at once (the widget
@@ -50,7 +79,12 @@ _MISSING = object()
 
 @dataclasses.dataclass(frozen=True)
 class ImageInput:
-    """The model input that takes images: ``(batch, height, width, channels)``, channels last."""
+    """The model input that takes images: ``(batch, height, width, channels)``, channels last.
+
+    ``channels_first``: the model itself takes ``(batch, channels, height, width)`` (its
+    convolutions use ``data_format="channels_first"``); the probe transposes at its boundary, so
+    every method still gives and gets channels-last images and maps.
+    """
 
     name: str
     index: int
@@ -58,6 +92,7 @@ class ImageInput:
     width: int | None
     channels: int
     dtype: str
+    channels_first: bool = False
 
     @property
     def shape(self) -> tuple[int | None, int | None, int]:
@@ -170,6 +205,72 @@ def _wrap_call(layer, wrapper: Callable) -> contextlib.AbstractContextManager:
     return patched(layer, "call", call)
 
 
+# --------------------------------------------------------------------------- function keys, caches
+
+
+def fn_key(fn: Callable) -> Any:
+    """A hashable key for what a user's callable computes, for compiled-function cache keys.
+
+    A plain Python function (a ``lambda`` made afresh on every call included) is keyed by its
+    code object, the values of its closure cells, its defaults and, for a bound method, its
+    ``self``: two lambdas written at the same place over equal values share one key, so they share
+    one compiled function instead of compiling and keeping a new one per call. Globals the code
+    reads are not part of the key. A callable whose closure holds unhashable values (arrays,
+    tensors), or any other callable, is keyed by identity; the per-probe LRU bound
+    (:attr:`Probe.max_functions`) then keeps memory bounded.
+    """
+    target = fn
+    bound = None
+    if isinstance(fn, types.MethodType):
+        target, bound = fn.__func__, fn.__self__
+    if isinstance(target, types.FunctionType):
+        try:
+            cells = tuple(c.cell_contents for c in (target.__closure__ or ()))
+        except ValueError:  # an empty cell
+            return ("id", fn)
+        kwdefaults = tuple(sorted((target.__kwdefaults__ or {}).items()))
+        key = ("code", target.__code__, cells, target.__defaults__, kwdefaults,
+               None if bound is None else id(bound))
+        try:
+            hash(key)
+        except TypeError:
+            return ("id", fn)
+        return key
+    if isinstance(fn, functools.partial):
+        try:
+            key = ("partial", fn_key(fn.func), fn.args, tuple(sorted(fn.keywords.items())))
+            hash(key)
+            return key
+        except TypeError:
+            return ("id", fn)
+    return ("id", fn)
+
+
+class LRUCache(collections.OrderedDict):
+    """A dict keeping at most ``maxsize`` entries; reading or writing a key makes it the most
+    recent, and the least recently used entry is dropped first."""
+
+    def __init__(self, maxsize: int):
+        super().__init__()
+        self.maxsize = int(maxsize)
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def get(self, key, default=None):
+        if key in self:
+            return self[key]
+        return default
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+
 # --------------------------------------------------------------------------- the probe
 
 
@@ -177,7 +278,17 @@ class Probe:
     """A read-only view of one Keras model; see the module docstring.
 
     Use :func:`probe` to get the cached probe of a model instead of building one per call.
+
+    Compiled functions are kept per probe in an LRU cache of at most :attr:`max_functions`
+    entries (least recently used dropped first, with their trace counts); every other per-model
+    cache lives in :meth:`cache`. :func:`clear_cache` drops all of them.
     """
+
+    #: compiled functions kept per model (least recently used dropped first)
+    max_functions = 64
+    #: largest side tried when growing or searching input sizes (numeric receptive field, the
+    #: smallest size a variable-size model runs at)
+    max_input_size = 2048
 
     def __init__(self, model, *, image_input: str | None = None, input_shape=None):
         if not isinstance(model, keras.Model):
@@ -193,7 +304,7 @@ class Probe:
         self.model = model
         self.image_input = self._find_image_input(image_input, input_shape)
         self._records: dict[tuple, list[LayerInfo]] = {}
-        self._functions: dict[tuple, Callable] = {}
+        self._functions: LRUCache = LRUCache(self.max_functions)
         self.traces: collections.Counter = collections.Counter()
         self._output_layer = _MISSING
         self._caches: dict[str, dict] = {}
@@ -245,17 +356,160 @@ class Probe:
                 f"choose one with image_input=<name>"
             )
         index, (iname, shape, dtype) = images[0]
-        channels = shape[3]
+        first = self._channels_first()
+        if first and input_shape is None:  # the model's own (batch, channels, height, width)
+            shape = (shape[0], shape[2], shape[3], shape[1])
+        channels = shape[3]  # input_shape is always given channels-last, (height, width, channels)
         if channels is None:
             raise ValueError(f"input {iname!r} of {self.model.name!r} has no fixed channel count: {shape}")
-        return ImageInput(iname, index, shape[1], shape[2], int(channels), dtype)
+        h, w = shape[1], shape[2]
+        return ImageInput(iname, index, h, w, int(channels), dtype, channels_first=first)
+
+    def _channels_first(self) -> bool:
+        """Whether the model's first spatial layer (convolution, pooling, padding, ...) reads
+        ``(batch, channels, height, width)``."""
+        for _, layer, _ in self.walk():
+            fmt = getattr(layer, "data_format", None)
+            if fmt is not None and layer_kind(layer) in (
+                    "conv", "pooling", "global-pooling", "padding", "cropping", "upsampling"):
+                return fmt == "channels_first"
+        return False
+
+    def to_model(self, images):
+        """Channels-last images as the model takes them (transposed for a channels-first model)."""
+        if self.image_input.channels_first:
+            return tf.transpose(images, [0, 3, 1, 2])
+        return images
+
+    def from_model(self, value):
+        """A 4-D tensor of the model as channels-last (transposed for a channels-first model)."""
+        if self.image_input.channels_first and getattr(value, "shape", None) is not None \
+                and len(value.shape) == 4:
+            return tf.transpose(value, [0, 2, 3, 1])
+        return value
+
+    # ---------------------------------------------------------------- input sizes
+
+    def accepts(self, height: int, width: int) -> bool:
+        """Whether the model runs on an image of ``height``×``width``: checked once per size by a
+        forward pass on zeros and cached on the probe. The model's own size is always accepted."""
+        size = (int(height), int(width))
+        spec = self.image_input
+        if size == (spec.height, spec.width):
+            return True
+        cache = self.cache("accepted_sizes")
+        if size not in cache:
+            images = tf.zeros((1, *size, spec.channels), tf.float32)
+            try:
+                # under the interception lock: no other thread's patch may see this pass
+                with _LOCK, warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    out = self.forward(images, extra_inputs=self.zero_extra_inputs())
+                shape = tuple(out.shape)
+                if 0 in shape:  # a "valid" window larger than its input: empty output
+                    raise ValueError(f"the output is empty, shape {shape}")
+                problem = self._symbolic_problem(size)
+                if problem is not None:
+                    # TensorFlow's oneDNN convolution returns a map where Keras' shape
+                    # arithmetic gives an empty one (a "valid" window larger than its input)
+                    raise ValueError(problem)
+                cache[size] = None
+            except Exception as err:  # noqa: BLE001 - whatever the model raises at that size
+                lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+                telling = [line for line in lines if "negative" in line or "empty" in line]
+                text = re.sub(r"\x1b\[[0-9;]*m|\{\{function_node [^}]*\}\}\s*", "",
+                              (telling or lines or [""])[0])
+                cache[size] = f"{type(err).__name__}: {text}"[:300]
+        return cache[size] is None
+
+    def _symbolic_problem(self, size) -> str | None:
+        """What Keras' own shape arithmetic finds wrong at ``size`` (an empty or negative output
+        size), or None (also when it cannot tell)."""
+        if self._n_inputs != 1:
+            return None
+        spec = self.image_input
+        shape = (1, spec.channels, *size) if spec.channels_first else (1, *size, spec.channels)
+        try:
+            out = self.model.compute_output_spec(keras.KerasTensor(shape, dtype="float32"))
+        except Exception as err:  # noqa: BLE001 - no symbolic shape: the forward pass decides
+            text = str(err).strip().splitlines()
+            return text[0][:200] if text and "negative" in text[0] else None
+        out = out[0] if isinstance(out, (list, tuple)) else (
+            next(iter(out.values())) if isinstance(out, dict) else out)
+        dims = tuple(getattr(out, "shape", ()) or ())
+        if any(d is not None and d <= 0 for d in dims):
+            return f"the output would be empty, shape {dims}"
+        return None
+
+    def smallest_size(self, start: int = 1) -> int | None:
+        """The smallest square side >= ``start`` the model runs at (doubling, then bisection;
+        None when nothing up to :attr:`max_input_size` works, or past the model's own size)."""
+        spec = self.image_input
+        fixed = spec.height if spec.height == spec.width else None
+        ceiling = fixed or self.max_input_size
+        lo, hi, s = start - 1, None, max(start, 2)
+        while s <= ceiling:
+            if self.accepts(s, s):
+                hi = s
+                break
+            lo, s = s, min(s * 2, ceiling) if s < ceiling else ceiling + 1
+        if hi is None:
+            return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.accepts(mid, mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def check_size(self, height: int, width: int, *, shape=None) -> None:
+        """Raise a ValueError naming what sizes work unless the model accepts ``height``×``width``."""
+        if self.accepts(height, width):
+            return
+        spec = self.image_input
+        what = f"image shape {tuple(shape)}" if shape is not None else f"input size {height}×{width}"
+        reason = self.cache("accepted_sizes").get((int(height), int(width)))
+        fixed = spec.height is not None and spec.width is not None
+        if not fixed or max(height, width) < max(spec.height, spec.width):
+            smallest = self.smallest_size(max(int(height), int(width)) + 1)
+            if smallest is not None and (not fixed or smallest < min(spec.height, spec.width)):
+                raise ValueError(
+                    f"{what} is too small for model {self.model.name!r}: it does not run at "
+                    f"{height}×{width} ({reason}); the smallest size that works is "
+                    f"{smallest}×{smallest} (square sizes tried): enlarge or pad the image")
+        if fixed:
+            raise ValueError(
+                f"{what} does not fit the model's input {_shape_text(spec)}: the model does not "
+                f"run at {height}×{width} ({reason}); resize it to {spec.height}×{spec.width} first")
+        raise ValueError(f"model {self.model.name!r} does not run on an input of {height}×{width} "
+                         f"({reason})")
 
     def input_size(self, image_shape: Sequence[int] | None = None) -> tuple[int, int]:
-        """(height, width) used for a forward pass: the model's own, else the image's, else 224."""
+        """(height, width) used for a forward pass: the image's (when given: callers check it
+        with :meth:`check_size`), else the model's own, else 224."""
         spec = self.image_input
-        h = spec.height or (image_shape[0] if image_shape else 224)
-        w = spec.width or (image_shape[1] if image_shape else 224)
-        return int(h), int(w)
+        if image_shape:
+            return int(image_shape[0]), int(image_shape[1])
+        return int(spec.height or 224), int(spec.width or 224)
+
+    def output_shape(self, image_shape: Sequence[int] | None = None) -> tuple:
+        """Shape of the model's (first) output for one image of ``image_shape`` (default: the
+        model's own size), batch axis included, maps channels-last; cached per size."""
+        size = self.input_size(image_shape)
+        cache = self.cache("output_shape")
+        if size not in cache:
+            zeros = tf.zeros((1, *size, self.image_input.channels), tf.float32)
+            cache[size] = tuple(self.forward(zeros, extra_inputs=self.zero_extra_inputs()).shape)
+        return cache[size]
+
+    @property
+    def dense_output(self) -> tuple[int, int, int] | None:
+        """``(h, w, k)`` when the model's output is a dense N×h×w×k map (segmentation, edges,
+        depth, heatmaps; at the model's own input size, 224 for any-size models), else None.
+        Targets on it: :func:`nbviz.methods.targets.point`, ``box``, ``mask``."""
+        shape = self.output_shape()
+        return tuple(int(n) for n in shape[1:]) if len(shape) == 4 else None
 
     def prepare(self, image, *, preprocess: Callable | None = None) -> tuple[tf.Tensor, bool]:
         """Validate an image or batch and return ``(float32 batch, was_single_image)``.
@@ -264,7 +518,11 @@ class Probe:
         model's input space; ``preprocess`` is applied first to map raw images into it.
         """
         if preprocess is not None:  # on a copy: keras' preprocess_input works in place
+            if not callable(preprocess):
+                raise TypeError(f"preprocess must be a callable raw image -> model input (or None), "
+                                f"got {type(preprocess).__name__} {preprocess!r}")
             image = preprocess(image.numpy() if isinstance(image, tf.Tensor) else np.array(image))
+            _check_preprocessed(image)
         array = image.numpy() if isinstance(image, tf.Tensor) else np.asarray(image)
         if array.dtype == object or not (
             np.issubdtype(array.dtype, np.number) or array.dtype == bool
@@ -285,14 +543,11 @@ class Probe:
                 f"image has {batch.shape[-1]} channels (shape {array.shape}), the model expects "
                 f"{spec.channels}: {_shape_text(spec)}"
             )
-        for axis, want in ((1, spec.height), (2, spec.width)):
-            if want is not None and batch.shape[axis] != want:
-                raise ValueError(
-                    f"image shape {array.shape} does not fit the model's input {_shape_text(spec)}; "
-                    f"resize it to {spec.height}×{spec.width} first"
-                )
         if batch.shape[0] == 0 or 0 in batch.shape[1:3]:
             raise ValueError(f"image is empty: shape {array.shape}")
+        if (int(batch.shape[1]), int(batch.shape[2])) != (spec.height, spec.width):
+            # the image's size rules when the model runs at it (any-size models)
+            self.check_size(int(batch.shape[1]), int(batch.shape[2]), shape=array.shape)
         batch = batch.astype(np.float32, copy=False)
         if not np.isfinite(batch).all():
             bad = int((~np.isfinite(batch)).sum())
@@ -314,10 +569,12 @@ class Probe:
             out = out[0]
         elif isinstance(out, dict):
             out = next(iter(out.values()))
-        return tf.cast(out, tf.float32)
+        return self.from_model(tf.cast(out, tf.float32))
 
     def model_inputs(self, images, extra_inputs=None):
-        """What to pass to the model: the images alone, or every input in order (multi-input)."""
+        """What to pass to the model: the images alone, or every input in order (multi-input).
+        ``images`` are channels-last (transposed here for a channels-first model)."""
+        images = self.to_model(images)
         if self._n_inputs == 1:
             if extra_inputs:
                 raise ValueError(f"model {self.model.name!r} has one input; extra_inputs is not used")
@@ -386,7 +643,10 @@ class Probe:
                 if id(layer) not in order:
                     order[id(layer)] = len(order)
                 first = out[0] if isinstance(out, (list, tuple)) and out else out
-                shapes[id(layer)] = tuple(getattr(first, "shape", ()) or ())
+                shape = tuple(getattr(first, "shape", ()) or ())
+                if self.image_input.channels_first and len(shape) == 4:
+                    shape = (shape[0], shape[2], shape[3], shape[1])
+                shapes[id(layer)] = shape
                 outputs[id(layer)] = first
                 return out
             return wrapper
@@ -465,6 +725,11 @@ class Probe:
         """
         if spec is not None:
             info = self.layer(spec)
+            if info.kind == "input":
+                raise ValueError(
+                    f"layer={info.path!r} is the model's input layer, whose output is the image "
+                    f"itself; choose a later layer: "
+                    + ", ".join(i.path for i in self.spatial_layers()[-5:]))
             if not info.is_spatial:
                 raise ValueError(
                     f"layer {info.path!r} has output shape {info.output_shape}, not a spatial "
@@ -473,10 +738,37 @@ class Probe:
                 )
             return info
         candidates = self.spatial_layers()
+        feeding = self._feeding_output()
+        if feeding is not None:  # a multi-output model: layers the explained output depends on
+            candidates = [i for i in candidates if id(i.layer) in feeding] or candidates
         if not candidates:
             raise ValueError(f"model {self.model.name!r} has no layer with a spatial 4-D output")
         big = [i for i in candidates if i.output_shape[1] * i.output_shape[2] > 1]
         return (big or candidates)[-1]
+
+    def _feeding_output(self) -> set | None:
+        """ids of the layers the model's first output depends on (a graph model with several
+        outputs), else None. Nested models count as their inner layers."""
+        outputs = getattr(self.model, "outputs", None) if hasattr(self.model, "_nodes_by_depth") \
+            else None
+        if not outputs or len(outputs) < 2:
+            return None
+        seen: set = set()
+        stack = [outputs[0]]
+        while stack:
+            tensor = stack.pop()
+            history = getattr(tensor, "_keras_history", None)
+            if history is None:
+                continue
+            op = history.operation
+            node = op._inbound_nodes[history.node_index]
+            if id(op) not in seen:
+                seen.add(id(op))
+                for sub in getattr(op, "_flatten_layers", lambda **k: [])(
+                        include_self=False, recursive=True):
+                    seen.add(id(sub))
+            stack.extend(node.input_tensors)
+        return seen
 
     def spatial_layers(self) -> list[LayerInfo]:
         """Layers with a 4-D output, in call order; inputs and nested models left out (their
@@ -494,11 +786,24 @@ class Probe:
         ``tf.function``.
         """
         infos = [self.layer(spec) for spec in layers]
+        for info in infos:
+            if info.kind == "input":
+                raise ValueError(
+                    f"layer {info.path!r} is the model's input layer: its output is the image "
+                    f"itself; choose a later layer, e.g. "
+                    + ", ".join(repr(i.path) for i in self.spatial_layers()[:3]))
         captured: dict[str, tf.Tensor] = {}
+        first = self.image_input.channels_first
 
         def recorder(path):
             def wrapper(original, *args, **kwargs):
                 out = original(*args, **kwargs)
+                if first and getattr(out, "shape", None) is not None and len(out.shape) == 4:
+                    # channels-last for the methods; the model continues from the same tensor
+                    # (transposed back), so gradients with respect to the capture flow
+                    last = tf.transpose(out, [0, 2, 3, 1])
+                    captured[path] = last
+                    return tf.transpose(last, [0, 3, 1, 2])
                 captured[path] = out
                 return out
             return wrapper
@@ -569,20 +874,39 @@ class Probe:
 
         Put everything that changes the graph in ``key`` (purpose, layer, input shape, options);
         pass what changes between calls (images, target weights) as tensors.
+        Callables in ``key`` (a target, a preprocess) should enter as :func:`fn_key` so that a
+        fresh lambda per call reuses the function. At most :attr:`max_functions` are kept (LRU);
+        an evicted key's trace count is dropped with it.
         """
-        if key not in self._functions:
-            # a partial, not a closure: TensorFlow counts retraces per code object, and one shared
-            # code object for every key would make it warn about retracing that never happens
-            self._functions[key] = tf.function(functools.partial(_traced, self.traces, key, fn))
-        return self._functions[key]
+        with _LOCK:
+            self._functions.maxsize = self.max_functions  # may be set per probe
+            function = self._functions.get(key)
+            if function is None:
+                # a partial, not a closure: TensorFlow counts retraces per code object, and one
+                # shared code object for every key would make it warn about retracing that never
+                # happens
+                function = tf.function(functools.partial(_traced, self.traces, key, fn))
+                self._functions[key] = function
+                for old in [k for k in self.traces if k not in self._functions]:
+                    del self.traces[old]
+            return function
 
-    def cache(self, name: str) -> dict:
+    @property
+    def function_count(self) -> int:
+        """Compiled functions held for this model (at most :attr:`max_functions`)."""
+        return len(self._functions)
+
+    def cache(self, name: str, maxsize: int | None = None) -> dict:
         """A dict of per-model values kept on this probe (cleared with it by :func:`clear_cache`).
 
         Every module that keeps per-model state keeps it here, under its own ``name``, rather than
-        in a module-level dict that would outlive the probe.
+        in a module-level dict that would outlive the probe. With ``maxsize`` the dict is an
+        :class:`LRUCache` holding at most that many entries (set on first use).
         """
-        return self._caches.setdefault(name, {})
+        found = self._caches.get(name)
+        if found is None:
+            found = self._caches[name] = {} if maxsize is None else LRUCache(maxsize)
+        return found
 
     def trace_count(self, purpose: str | None = None) -> int:
         """Traces so far, of every compiled function or of those whose key starts with purpose."""
@@ -593,6 +917,19 @@ def _traced(traces, key, fn, *args, **kwargs):
     traces[key] += 1
     with _LOCK:
         return fn(*args, **kwargs)
+
+
+def _check_preprocessed(image) -> None:
+    """A preprocess that makes NaN or infinite values is named as the cause."""
+    try:
+        array = image.numpy() if isinstance(image, tf.Tensor) else np.asarray(image)
+        bad = (np.issubdtype(array.dtype, np.floating) or np.iscomplexobj(array)) and \
+            not np.isfinite(array).all()
+    except (TypeError, ValueError):
+        return  # not numeric: prepare's own checks say so
+    if bad:
+        raise ValueError(f"preprocess returned {int((~np.isfinite(array)).sum())} NaN or infinite "
+                         f"values (of {array.size}); it must map the image to finite numbers")
 
 
 def _input_name(tensor, index: int) -> str:
@@ -642,6 +979,8 @@ def probe(model, *, image_input: str | None = None, input_shape=None) -> Probe:
 
 
 def clear_cache() -> None:
-    """Forget every cached probe and its compiled functions."""
+    """Forget every cached probe and with it every per-model cache: compiled and concrete
+    functions, recorded shapes, resolved targets, accepted input sizes, receptive fields and
+    their runners (all of them live on the probe)."""
     with _LOCK:
         _PROBES.clear()

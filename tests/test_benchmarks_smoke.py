@@ -1,7 +1,8 @@
-"""Smoke run of the benchmark: tiny model and sizes, the same code path as `make bench`, no peers.
+"""Smoke run of the benchmark driver: tiny model, 32 px, --quick, no peers.
 
-Checks the plumbing (every row measured or reported, ratios computed, files written), never
-speed: timings on a shared machine assert nothing.
+The same code path as `make bench` (worker processes, interleaved groups, report); it checks the
+plumbing — every group measured or reported with its error, ratios computed from paired rounds,
+files written — never speed: timings on a shared machine assert nothing.
 """
 
 import json
@@ -19,44 +20,44 @@ def smoke(tmp_path_factory):
     try:
         import run
         out = tmp_path_factory.mktemp("bench")
-        results = run.main(["--models", "tiny", "--size", "32", "--repeats", "1",
-                            "--batch-repeats", "1", "--featvis-steps", "2",
-                            "--featvis-repeats", "1", "--no-peers", "--out", str(out)])
+        results = run.main(["--models", "tiny", "--size", "32", "--quick", "--samples", "2",
+                            "--rise-masks", "64", "--no-peers", "--out", str(out)])
+        import catalog
+        expected = [g.key for g in catalog.groups("tiny", 32, rise_masks=64, quick=True)]
     finally:
         sys.path.remove(str(BENCH))
-    return results, out
+    return results, out, expected
 
 
-def test_every_row_is_measured_or_reported(smoke):
-    results, _ = smoke
-    model = results["models"]["tiny"]
-    import catalog
-    assert set(model["nbviz"]) == set(catalog.METHODS)
-    for method, record in model["nbviz"].items():
-        assert record["status"] in ("ok", "not available", "error"), method
-        if record["status"] == "ok":
-            assert record["warm_calls"] >= 1 and record["warm_s"] > 0 and record["cold_s"] > 0
-            if method != "frame_512":  # every row but the pure-numpy frame counts traces
-                assert isinstance(record["traces_warm"], int) and record["traces_warm"] >= 0
-        else:
-            assert record["error"], method
-    for key, record in model["floors"].items():
-        assert record["status"] == "ok", (key, record)
-    # 32 px image, 4 px windows: 8 × 8 occluded copies
-    assert model["floors"]["forward@64"]["batch"] == 64
-    assert results["meta"]["load"]["max"] >= 0 and results["meta"]["machine"]["cores"] >= 1
+def test_every_method_of_the_table_is_a_group(smoke):
+    from nbviz.methods import table
+    results, _, expected = smoke
+    groups = results["models"]["tiny"]["groups"]
+    assert list(groups) == expected
+    plain = {m.key for m in table.METHODS if m.runner is None}
+    assert plain <= set(groups)
 
 
-def test_files_and_ratios(smoke):
-    results, out = smoke
+def test_every_group_measured_with_paired_ratios(smoke):
+    results, _, _ = smoke
+    for key, g in results["models"]["tiny"]["groups"].items():
+        nb = g["rows"][f"{key}/nbviz"]
+        assert nb["status"] == "ok", (key, nb.get("error"))
+        assert len(nb["wall"]) == 2 and nb["cold"]["wall"] > 0
+        if g["floor"] is not None:
+            floor = g["rows"][f"{key}/floor"]
+            assert floor["status"] == "ok", (key, floor.get("error"))
+            ratios = [a / b for a, b in zip(nb["wall"], floor["wall"])]
+            assert g["ratios"]["floor_wall"]["median"] == pytest.approx(
+                sorted(ratios)[0] / 2 + sorted(ratios)[1] / 2) if g["floor_times"] == 1 else True
+        if key not in ("frame_512",):
+            assert g["traces_warm"] == 0, key  # no retracing on new images / cells / targets
+
+
+def test_files(smoke):
+    results, out, _ = smoke
     md = next(out.glob("bench-*.md")).read_text()
     data = json.loads(next(out.glob("bench-*.json")).read_text())
-    assert next(out.glob("bench-*.png")).stat().st_size > 1000
-    assert "## tiny, 32×32" in md and "Load average" in md
-    ratios = {r["method"]: r for r in data["rows"]}
-    for method, row in ratios.items():
-        if row["status"] == "ok" and row.get("floor_s"):
-            assert row["ratio"] == pytest.approx(row["warm_s"] / row["floor_s"])
-    # --no-peers: the peers' process was never started
-    assert not (out / "peers-spec.json").exists()
-    assert "peers" not in results["models"]["tiny"]
+    assert "## tiny, 32×32" in md and "interquartile" in md and "cores" in md
+    assert data["meta"]["machine"]["cores"] >= 1
+    assert set(data["meta"]["workers"]) == {"nbviz"}

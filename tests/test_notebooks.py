@@ -11,7 +11,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["quickstart", "receptive_fields", "attribution", "feature_visualization", "training"]
+NAMES = ["quickstart", "receptive_fields", "attribution", "feature_visualization", "training", "building_blocks"]
 
 
 @pytest.fixture
@@ -24,6 +24,7 @@ def python3_kernel(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("NBVIZ_OFFLINE", "1")  # the notebooks take their offline path: no download
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # and find no cached weights
+    monkeypatch.setenv("NBVIZ_CACHE", str(tmp_path / "nbviz-cache"))  # icons: not the user's cache
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel uses its inline backend
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     return "python3"

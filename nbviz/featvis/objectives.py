@@ -33,6 +33,7 @@ __all__ = [
     "layer",
     "logit",
     "direction",
+    "directions",
     "total_variation",
     "l1",
     "l2",
@@ -332,6 +333,51 @@ class Direction(Term):
         return f"direction({self.layer_spec!r}, <{len(self.vector)} values>)"
 
 
+
+@dataclasses.dataclass(frozen=True)
+class Directions(Term):
+    """One direction per batch item: item k projects on row ``k % len(vectors)``."""
+
+    layer_spec: Any
+    vectors: tuple  # rows of unit length
+
+    @property
+    def layers(self):
+        return (self.layer_spec,)
+
+    @property
+    def batch(self):
+        return len(self.vectors)
+
+    def params(self):
+        return (np.asarray(self.vectors, np.float32),)
+
+    def structure(self):
+        return ("directions", self.layer_spec, len(self.vectors), len(self.vectors[0]))
+
+    def check(self, shape_of, logits_shape):
+        shape = shape_of(self.layer_spec)
+        width = len(self.vectors[0])
+        if shape and shape[-1] is not None and shape[-1] != width:
+            raise ValueError(f"direction vectors have {width} entries but layer "
+                             f"{self.layer_spec!r} has {shape[-1]} channels")
+
+    def value(self, ctx, params=None):
+        (vectors,) = _given(params, self)
+        act = _float(ctx.activations[self.layer_spec])
+        n = tf.shape(act)[0]
+        rows = tf.gather(tf.cast(vectors, tf.float32), tf.math.floormod(tf.range(n),
+                                                                        tf.shape(vectors)[0]))
+        shape = tf.concat([[n], tf.ones([len(act.shape) - 2], tf.int32), [-1]], axis=0)
+        projected = tf.reduce_sum(act * tf.reshape(rows, shape), axis=-1)
+        axes = list(range(1, len(projected.shape)))
+        return tf.reduce_mean(projected, axis=axes) if axes else projected
+
+    def describe(self):
+        return (f"directions({self.layer_spec!r}, <{len(self.vectors)}×{len(self.vectors[0])} "
+                f"values>)")
+
+
 @dataclasses.dataclass(frozen=True)
 class TotalVariation(Term):
     def value(self, ctx, params=None):
@@ -511,7 +557,10 @@ class Objective:
 
 
 def _is_number(k) -> bool:
-    return isinstance(k, numbers.Real) and not isinstance(k, (bool, np.bool_)) and np.isfinite(k)
+    real = isinstance(k, numbers.Real) and not isinstance(k, (bool, np.bool_))
+    if real and not np.isfinite(k):
+        raise TypeError(f"an objective can only be scaled by a finite number, got {k!r}")
+    return real
 
 
 def _single(term: Term) -> Objective:
@@ -561,6 +610,22 @@ def direction(layer, vector) -> Objective:
     if not np.isfinite(norm) or norm == 0:
         raise ValueError("direction vector must be finite and non-zero")
     return _single(Direction(_layer_spec(layer), tuple(float(a) for a in v / norm)))
+
+
+def directions(layer, vectors) -> Objective:
+    """One direction per batch item: item ``k`` maximises the mean over positions of its
+    projection on row ``k % n`` of the ``n×c`` matrix ``vectors`` (rows normalised to unit
+    length), so ``n`` directions of one layer render as one batch (e.g. the channel loadings of
+    :func:`nbviz.neuron_groups`)."""
+    v = np.asarray(vectors, dtype=np.float64)
+    if v.ndim != 2 or v.shape[0] == 0 or v.shape[1] == 0:
+        raise ValueError(f"directions needs a non-empty 2-D array (one row per image), got shape "
+                         f"{v.shape}")
+    norms = np.linalg.norm(v, axis=1)
+    if not np.isfinite(v).all() or not (norms > 0).all():
+        raise ValueError("direction vectors must be finite and every row non-zero")
+    rows = v / norms[:, None]
+    return _single(Directions(_layer_spec(layer), tuple(tuple(float(a) for a in r) for r in rows)))
 
 
 def total_variation() -> Objective:

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from nbviz.probe import probe as get_probe
+from nbviz.probe import fn_key, probe as get_probe
 from nbviz.featvis import transforms as T
 from nbviz.featvis.objectives import Context, Objective
 from nbviz.featvis.params import parametrisation
@@ -203,7 +203,7 @@ def _finish(param, raw, hw, final) -> np.ndarray:
 def _step_function(p, objective, paths, param, hw, batch, transforms, optimizer, normalize,
                    preprocess, relu_redirect):
     key = ("featvis.step", objective.structure(), tuple(hw), batch, param, transforms, optimizer,
-           normalize, preprocess, relu_redirect)
+           normalize, None if preprocess is None else fn_key(preprocess), relu_redirect)
     spec = p.image_input
     fit = ()
     if spec.height is not None and spec.width is not None:

@@ -58,6 +58,9 @@ def tile_channels(array, columns: int | None = None, *, normalize: bool = True,
     if not np.issubdtype(values.dtype, np.number):
         raise TypeError(f"tile_channels needs a numeric array, got dtype {values.dtype}")
     h, w, c = values.shape
+    if values.size == 0:
+        raise ValueError(f"tile_channels got an empty activation of shape {values.shape}: it needs "
+                         f"at least one channel of at least 1×1")
     if columns is None:
         columns = max(1, math.ceil(math.sqrt(c)))
     if not isinstance(columns, (int, np.integer)) or columns < 1:

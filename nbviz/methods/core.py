@@ -28,10 +28,9 @@ def prepare(model, image, preprocess) -> tuple[Probe, tf.Tensor, bool]:
 
     ``preprocess`` (raw image -> model input space) gets a copy of the image."""
     p = probe(model)
-    if preprocess is not None:
-        # on a copy: some preprocessors (keras.applications' preprocess_input) work in place
-        image = preprocess(image.numpy() if isinstance(image, tf.Tensor) else np.array(image))
-    images, single = p.prepare(image)
+    # on a copy: some preprocessors (keras.applications' preprocess_input) work in place; a
+    # preprocess that is not callable, or that makes NaN, is named in the error
+    images, single = p.prepare(image, preprocess=preprocess)
     return p, images, single
 
 
@@ -57,14 +56,27 @@ def explained_shape(p: Probe, layer: str | None, size: tuple[int, int]) -> tuple
 
 def layer_path(p: Probe, layer) -> str | None:
     """The path of ``layer`` (object, name or path), or None for the model's output."""
-    return None if layer is None else p.layer(layer).path
+    if layer is None:
+        return None
+    info = p.layer(layer)
+    if info.kind == "input":
+        raise ValueError(
+            f"layer={info.path!r} is the model's input layer, whose output is the image itself; "
+            f"pass a later layer (e.g. {p.spatial_layer().path!r}) or layer=None for the model's "
+            f"output")
+    return info.path
+
+
+#: resolved None/int targets kept per model (LRU)
+TARGET_CACHE_SIZE = 256
 
 
 def selection(p: Probe, target, images: tf.Tensor, layer: str | None) -> _targets.Selection:
     size = tuple(images.shape[1:3])
     shape = explained_shape(p, layer, size)
     what = "model output" if layer is None else f"output of layer {layer!r}"
-    return _targets.resolve(target, shape, int(images.shape[0]), input_size=size, what=what)
+    return _targets.resolve(target, shape, int(images.shape[0]), input_size=size, what=what,
+                            cache=p.cache("targets", maxsize=TARGET_CACHE_SIZE))
 
 
 def explain(p: Probe, images: tf.Tensor, layer: str | None, extra) -> tf.Tensor:
@@ -102,7 +114,7 @@ def compiled(p: Probe, key: tuple, fn: Callable) -> Callable:
     the model itself runs in a few milliseconds on a GPU.
     """
     function = p.compiled(key, fn)
-    cache = p.cache("concrete")
+    cache = p.cache("concrete", maxsize=p.max_functions)
 
     def call(*args):
         extra = args[-1]
@@ -110,10 +122,34 @@ def compiled(p: Probe, key: tuple, fn: Callable) -> Callable:
             (name, tuple(v.shape), v.dtype) for name, v in sorted(extra.items())))
         concrete = cache.get(sig)
         if concrete is None:
-            concrete = cache[sig] = function.get_concrete_function(*args)
-        return concrete(*args)
+            _targets.take_user_error()
+            try:
+                concrete = function.get_concrete_function(*args)
+            except Exception:
+                own = _targets.take_user_error()
+                if own is not None:  # the user's target raised: their exception, as it is
+                    raise own.with_traceback(own.__traceback__) from None
+                raise
+            cache[sig] = concrete
+        try:
+            return concrete(*args)
+        except tf.errors.InvalidArgumentError as err:
+            raise non_finite_error(err) from None
 
     return call
+
+
+def non_finite_error(err: Exception) -> Exception:
+    """The ValueError for a score found NaN or infinite in a compiled function (by the
+    ``check_numerics`` of :func:`nbviz.methods.targets.scores`); other errors unchanged."""
+    text = str(err)
+    if _targets.CALLABLE_NAN in text:
+        return ValueError("the target function returned NaN or infinite scores, so every map "
+                          "would be NaN; make the target callable return finite (N,) scores")
+    if _targets.SCORE_NAN in text:
+        return ValueError("the explained score is NaN or infinite: the model's output (logits) is "
+                          "not finite on this input; check the image scale and preprocess")
+    return err
 
 
 def gradient_function(p: Probe, purpose: str, images: tf.Tensor, sel: _targets.Selection,
@@ -147,6 +183,12 @@ def numpy_maps(maps, single: bool, method: str) -> np.ndarray:
     """Tensor maps -> numpy float32; warns for an all-zero map; drops the batch axis for one image."""
     array = maps.numpy() if hasattr(maps, "numpy") else np.asarray(maps)
     array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise ValueError(
+            f"{method}: {bad} of {array.size} values of the map are NaN or infinite although the "
+            f"score was finite: the gradient of the model (or of a target callable) is not "
+            f"finite at this input, e.g. sqrt or log at 0")
     flat = array.reshape(array.shape[0], -1)
     dead = ~flat.any(axis=1)
     if dead.any():
@@ -161,8 +203,13 @@ def numpy_maps(maps, single: bool, method: str) -> np.ndarray:
 
 
 def as_baseline(baseline, images: tf.Tensor) -> tf.Tensor:
-    value = np.asarray(baseline, dtype=np.float32) if not isinstance(baseline, tf.Tensor) \
-        else baseline.numpy().astype(np.float32)
+    """``baseline`` (a number or an array broadcastable to the batch) as a float32 tensor."""
+    try:
+        value = np.asarray(baseline, dtype=np.float32) if not isinstance(baseline, tf.Tensor) \
+            else baseline.numpy().astype(np.float32)
+    except (TypeError, ValueError):
+        raise TypeError(f"baseline must be a number or an array broadcastable to the image "
+                        f"(in the model's input space, e.g. 0.0), got {baseline!r}") from None
     try:
         value = np.broadcast_to(value, images.shape)
     except ValueError:

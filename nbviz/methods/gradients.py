@@ -52,6 +52,10 @@ def smoothgrad(model, image, *, target=None, n=20, noise=0.15, seed=0, preproces
     """
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n (noisy copies) must be an int >= 1, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int (the noise's random seed), got {seed!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)):
+        raise TypeError(f"noise must be a number (a fraction of the input range), got {noise!r}")
     if not np.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite fraction >= 0 of the input range, got {noise!r}")
     p, images, single = prepare(model, image, preprocess)
@@ -215,3 +219,77 @@ def integrated_gradients(model, image, *, target=None, steps=32, baseline=0.0, b
                            target=target, tolerance=float(tolerance), batch_size=batch_size,
                            extra_inputs=extra_inputs)
     return result
+
+
+# --------------------------------------------------------------------------- VarGrad, gradient × input
+
+__all__ += ["vargrad", "gradient_x_input"]
+
+
+def vargrad(model, image, *, target=None, n=20, noise=0.15, seed=0, preprocess=None,
+            extra_inputs=None) -> np.ndarray:
+    """VarGrad (Adebayo et al. 2018, "Local explanation methods for deep neural networks lack
+    sensitivity to parameter values"; Hooker et al. 2019): the variance of the gradient over
+    ``n`` noisy copies of the image, H×W×C float32 >= 0 (N×H×W×C for a batch).
+
+    ``var_k g(x + e_k) = mean_k (g_k - mean_k g_k)²`` (the population variance, divided by n),
+    per pixel and channel. The noise is the same as :func:`smoothgrad`'s for the same
+    ``seed``, ``n`` and ``noise``: Gaussian with standard deviation ``noise * (max - min)`` of
+    each image, from ``tf.random.stateless_normal`` with seed ``(seed, 0)`` over the
+    ``(N * n, H, W, C)`` copies (image i's copies are rows ``i * n ... i * n + n - 1``). So
+    SmoothGrad and VarGrad of one call pair are the mean and the variance of the same
+    gradients. The clean image runs in the same batch; its top class is explained when
+    ``target`` is None. ``n`` must be >= 2.
+    """
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 2:
+        raise ValueError(f"n (noisy copies) must be an int >= 2 for a variance, got {n!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite fraction >= 0 of the input range, got {noise!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    p, images, single = prepare(model, image, preprocess)
+    sel = selection(p, target, images, None)
+    fn = sel.fn
+    n = int(n)
+
+    def variance(images, seed, noise, region, channels, top, extra):
+        count = tf.shape(images)[0]
+        copies = tf.repeat(images, n, axis=0)
+        span = tf.reduce_max(images, axis=(1, 2, 3)) - tf.reduce_min(images, axis=(1, 2, 3))
+        sigma = tf.repeat(span * noise, n)[:, None, None, None]
+        noisy = copies + sigma * tf.random.stateless_normal(tf.shape(copies), seed)
+        with tf.GradientTape() as tape:
+            tape.watch(noisy)
+            out = explain(p, tf.concat([noisy, images], 0), None, extra)
+            noisy_out, clean_out = out[: count * n], out[count * n:]
+            if fn is None:
+                resolved = _targets.resolve_channels(clean_out, region, channels, top)
+                channels_n = tf.repeat(resolved, n, axis=0)
+            else:
+                channels_n = channels
+            score = _targets.scores(noisy_out, fn, tf.repeat(region, n, axis=0),
+                                    channels_n, tf.zeros(tf.shape(noisy)[:1], tf.bool))
+        grads = tape.gradient(score, noisy)
+        grads = tf.reshape(grads, tf.concat([[count, n], tf.shape(images)[1:]], 0))
+        return tf.math.reduce_variance(grads, axis=1)
+
+    f = compiled(p, key_of("vargrad", images, sel, n), variance)
+    maps = f(images, tf.constant([int(seed), 0], tf.int64), tf.constant(noise, tf.float32),
+             *sel.tensors, extra_tensors(p, extra_inputs))
+    return numpy_maps(maps, single, "vargrad")
+
+
+def gradient_x_input(model, image, *, target=None, preprocess=None,
+                     extra_inputs=None) -> np.ndarray:
+    """Gradient × input (Shrikumar et al. 2016, "Not just a black box"): ``x ⊙ d score / d x``,
+    signed, H×W×C float32 (N×H×W×C for a batch), with ``x`` in the model's input space (after
+    ``preprocess``). It shares :func:`saliency`'s compiled gradient (no extra trace). On a
+    bias-free ReLU network its sum over pixels is the score (Euler's theorem), and it equals
+    LRP-0.
+    """
+    p, images, single = prepare(model, image, preprocess)
+    sel = selection(p, target, images, None)
+    f = gradient_function(p, "saliency", images, sel, None, contextlib.nullcontext)
+    grads = f(images, *sel.tensors, extra_tensors(p, extra_inputs))
+    return numpy_maps(grads * images, single, "gradient_x_input")

@@ -1,7 +1,8 @@
 """Occlusion sensitivity (Zeiler & Fergus 2014), batched.
 
 A ``window`` slides over the image with ``stride`` (the last row/column of windows is moved
-inward so every pixel is covered); each window is replaced by ``baseline`` and the drop of the
+inward so every pixel is covered; a stride larger than the window widens the window to the
+stride, with a warning, so no pixel is left without a value); each window is replaced by ``baseline`` and the drop of the
 explained score, ``score(image) - score(occluded)``, is recorded. Each pixel gets the mean drop of
 the windows covering it. The occluded copies are built inside one compiled function and run in
 batches of at most ``batch_size`` (together with the image itself, whose top class is explained when
@@ -25,6 +26,7 @@ conspicuous dark patch, so its drop mixes the lost evidence with the patch's own
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -59,6 +61,13 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline="mean"
     n, height, width = (int(d) for d in images.shape[:3])
     wh, ww = _pair(window, "window")
     sh, sw = _pair(stride, "stride")
+    if sh > wh or sw > ww:
+        # windows further apart than their size would leave pixels that no window hides
+        # (and no value): widen them to the stride so that every pixel is covered
+        warnings.warn(f"occlusion: stride {sh}×{sw} is larger than window {wh}×{ww}, which would "
+                      f"leave pixels uncovered; the windows are widened to "
+                      f"{max(wh, sh)}×{max(ww, sw)}", UserWarning, stacklevel=2)
+        wh, ww = min(max(wh, sh), height), min(max(ww, sw), width)
     if wh > height or ww > width:
         raise ValueError(f"window {wh}×{ww} is larger than the image ({height}×{width})")
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -101,6 +110,8 @@ def occlusion(model, image, *, target=None, window=16, stride=8, baseline="mean"
     row_masks = _cover(grid_t, wh, height)  # (P, H)
     col_masks = _cover(grid_l, ww, width)  # (P, W)
     coverage = row_masks.T @ col_masks
+    if not (coverage > 0).all():  # cannot happen with stride <= window; never return NaN
+        raise RuntimeError(f"occlusion windows leave {int((coverage == 0).sum())} pixels uncovered")
     maps = np.empty((n, height, width), np.float32)
     for i in range(n):
         x, b, sel_i = images[i:i + 1], base[i:i + 1], sel.row(i)

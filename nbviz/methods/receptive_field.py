@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import weakref
 from fractions import Fraction
 from typing import Any
 
@@ -167,14 +166,9 @@ class RFGrid:
 
 # --------------------------------------------------------------------------- caches
 
-_CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
-
-
 def _cache(model) -> dict:
-    try:
-        return _CACHE.setdefault(model, {})
-    except TypeError:  # not weak-referenceable: no caching
-        return {}
+    """This module's per-model cache, on the model's probe (cleared by ``nbviz.clear_cache``)."""
+    return probe(model).cache("receptive_field")
 
 
 def _paths(model) -> list[tuple[str, Any]]:
@@ -218,10 +212,14 @@ def _input_size(model, input_shape) -> tuple[int, int]:
                                                for v in shape):
             raise ValueError(f"input_shape must be (height, width) or (height, width, channels) "
                              f"positive integers, got {input_shape!r}")
-        for want, got, what in ((spec.height, shape[0], "height"), (spec.width, shape[1], "width")):
-            if want is not None and want != got:
-                raise ValueError(f"input_shape {shape} does not fit model {model.name!r}, whose "
-                                 f"input {what} is fixed at {want}")
+        if len(shape) == 3 and shape[2] != spec.channels:
+            raise ValueError(f"input_shape {shape} has {shape[2]} channels; model "
+                             f"{model.name!r} takes {spec.channels}")
+        if (shape[0], shape[1]) != (spec.height, spec.width):
+            try:  # any-size models: the given size rules when the model runs at it
+                p.check_size(int(shape[0]), int(shape[1]))
+            except ValueError as err:
+                raise ValueError(f"input_shape {shape}: {err}") from None
         return int(shape[0]), int(shape[1])
     return p.input_size()
 
@@ -347,7 +345,41 @@ def _from_geometry(value: geo.Geometry, size, path) -> ReceptiveField:
     )
 
 
+#: the numeric receptive field grows its probe input by doubling up to this side (pixels)
+NUMERIC_MAX_SIZE = 2048
+
+
+class _Border(Exception):
+    pass
+
+
 def _numeric(model, path, layer, size) -> ReceptiveField:
+    """Measure the field at ``size``; while it reaches the input's border, measure again at
+    twice the size (when the model runs there) up to :data:`NUMERIC_MAX_SIZE` per side. The
+    result holds for the input it was measured on (its ``input_shape``)."""
+    p = probe(model)
+    current = tuple(size)
+    while True:
+        try:
+            return _measure(model, path, layer, current)
+        except _Border:
+            bigger = (current[0] * 2, current[1] * 2)
+            if max(bigger) > NUMERIC_MAX_SIZE:
+                raise ValueError(
+                    f"the receptive field of {path!r} reaches the border of the input even at "
+                    f"{current[0]}×{current[1]} (grown by doubling from {size[0]}×{size[1]} up to "
+                    f"the limit of {NUMERIC_MAX_SIZE} px, NUMERIC_MAX_SIZE), so it cannot be "
+                    f"measured numerically; it covers the whole input") from None
+            if not p.accepts(*bigger):
+                raise ValueError(
+                    f"the receptive field of {path!r} reaches the border of a "
+                    f"{current[0]}×{current[1]} input, so it cannot be measured numerically, and "
+                    f"model {model.name!r} does not run on a larger input ({bigger[0]}×{bigger[1]} "
+                    f"tried): the field covers (at least) the whole input") from None
+            current = bigger
+
+
+def _measure(model, path, layer, size) -> ReceptiveField:
     runner = _theoretical_runner(model, path, layer, size)
     h, w = runner.output_shape
     if h < 2 and w < 2:
@@ -363,9 +395,7 @@ def _numeric(model, path, layer, size) -> ReceptiveField:
             raise ValueError(f"the input gradient of cell {cell} of {path!r} is zero everywhere")
         top, left, bottom, right = box
         if top <= 0 or left <= 0 or bottom >= size[0] or right >= size[1]:
-            raise ValueError(
-                f"the receptive field of {path!r} reaches the border of a {size[0]}×{size[1]} "
-                f"input, so it cannot be measured numerically; pass a larger input_shape")
+            raise _Border()
         boxes[cell] = box
     c0, c1 = boxes[centre], boxes[neighbour]
     size_hw = (c0[2] - c0[0], c0[3] - c0[1])
@@ -424,7 +454,7 @@ def _theoretical_runner(model, path, layer, size) -> _Runner:
     p = probe(model)
     channels = p.image_input.channels
     copy = out_shape = None
-    if geo.graph_of(model) is not None:
+    if geo.graph_of(model) is not None and not p.image_input.channels_first:
         dtype = tf.float64
         ones = tf.ones((1, *size, channels), dtype)
         for thin in (True, False):
@@ -491,8 +521,10 @@ def _rf_call(layer):
         rank = len(layer.kernel_size)
         depthwise = "Depthwise" in name
 
+        first = getattr(layer, "data_format", "channels_last") == "channels_first"
+
         def call(x, *a, **k):
-            cin = int(x.shape[-1])
+            cin = int(x.shape[1 if first else -1])
             if depthwise:
                 shape = (*layer.kernel_size, cin, layer.depth_multiplier)
                 kernel = tf.fill(shape, tf.constant(1.0 / math.prod(layer.kernel_size), x.dtype))
@@ -687,6 +719,12 @@ def fully_convolutional(model, *, name: str | None = None) -> keras.Model:
     1×1 and equals the original output. ``model`` is not changed (no layer is called on a new
     tensor, so its layers' nodes and config stay as they were).
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"fully_convolutional needs a Keras classifier model (Functional or "
+                        f"Sequential), got {type(model).__name__} {model!r}")
+    if probe(model).image_input.channels_first:
+        raise ValueError(f"fully_convolutional supports channels_last models only; "
+                         f"{model.name!r} uses data_format='channels_first'")
     graph = geo.graph_of(model)
     if graph is None:
         raise TypeError(f"fully_convolutional needs a Functional or Sequential model; "

@@ -23,6 +23,7 @@ half-pixel centres compose without rounding.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
 from fractions import Fraction
@@ -275,6 +276,19 @@ def _channels_last(op) -> bool:
     return getattr(op, "data_format", "channels_last") in (None, "channels_last")
 
 
+# whether the model being walked is channels-first (its Concatenate joins channels on axis 1)
+_FIRST: "contextvars.ContextVar[bool]" = contextvars.ContextVar("nbviz_rf_channels_first",
+                                                                default=False)
+
+
+def _model_channels_first(model) -> bool:
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if _kind(layer) in ("conv", "pool", "pad", "crop", "upsample") or _cls(layer).startswith(
+                "Global"):
+            return not _channels_last(layer)
+    return False
+
+
 def _window(geo: Geometry, kernel, strides, dilation, padding) -> Geometry:
     size, stride, centre, shape, reach = [], [], [], [], []
     for a in range(len(geo.shape)):
@@ -346,7 +360,8 @@ def _geometry_of(op, node, ins: list, rank: int) -> Any:
     if all(v is FLAT for v in ins):
         return FLAT
     if kind == "merge":
-        if _cls(op) == "Concatenate" and _tuple(op.axis)[0] not in (-1, rank + 1):
+        channel_axes = (1,) if _FIRST.get() else (-1, rank + 1)
+        if _cls(op) == "Concatenate" and _tuple(op.axis)[0] not in channel_axes:
             return UNKNOWN
         return _merge(ins)
     if len(ins) != 1:
@@ -364,8 +379,7 @@ def _geometry_of(op, node, ins: list, rank: int) -> Any:
         return UNKNOWN if isinstance(geo, Geometry) else FLAT
     if not isinstance(geo, Geometry):
         return FLAT if geo is FLAT else UNKNOWN
-    if not _channels_last(op):
-        return UNKNOWN
+    # data_format only says where the channels are: the spatial geometry is the same
     try:
         if kind == "conv":
             return _window(geo, _per_axis(op.kernel_size, rank), _per_axis(op.strides, rank),
@@ -429,7 +443,11 @@ def layer_geometries(model, input_size: tuple, image_index: int = 0) -> tuple[di
     def visit(op, node, ins, _values):
         return _geometry_of(op, node, ins, rank)
 
-    walk(model, inputs, visit, record)
+    token = _FIRST.set(_model_channels_first(model))
+    try:
+        walk(model, inputs, visit, record)
+    finally:
+        _FIRST.reset(token)
     for i, t in enumerate(graph.inputs):  # the input layers themselves
         op = getattr(getattr(t, "_keras_history", None), "operation", None)
         if op is not None and id(op) not in by_layer:

@@ -174,6 +174,36 @@ _ASCENT = (
     Control("octave_scale", "float", 1.3, (1.0, 2.0, 0.05), label="octave ×"),
     Control("param", "toggle", "fft", ("fft", "pixel")),
 )
+_TOP_N = Control("top_n", "choice", None, (None, 16, 32, 64, 128, 256, 512), label="channels",
+                 help="evaluate only the top-N channels by mean activation (None: all)")
+_RISE = (
+    Control("masks", "int", 4000, (100, 8000, 100), arg="n", help="random masks"),
+    Control("cells", "int", 8, (2, 16, 1), help="mask grid cells per side"),
+    Control("keep", "float", 0.5, (0.1, 0.9, 0.05), arg="p", label="keep p",
+            help="probability that a grid cell is kept"),
+)
+
+_BLUR_STEPS = Control("blur_steps", "int", 32, (4, 200, 1), arg="steps", label="blur steps",
+                      help="points on the blur path (PAIR saliency: 100)")
+_MAX_SIGMA = Control("max_sigma", "float", 50.0, (1.0, 100.0, 1.0), label="max σ",
+                     help="blur of the baseline, pixels")
+_GUIDED = (
+    Control("guided_steps", "int", 64, (8, 400, 1), arg="steps", label="guided steps",
+            help="steps on the adaptive path (PAIR saliency: 200)"),
+    Control("fraction", "float", 0.25, (0.05, 1.0, 0.05), help="features moved per pass"),
+    Control("max_dist", "float", 0.02, (0.0, 1.0, 0.01), label="max distance",
+            help="how far a feature may run ahead of the straight line"),
+)
+_LRP = (
+    Control("lrp_rule", "choice", "epsilon", ("epsilon", "gamma", "alpha_beta", "z_plus",
+                                             "epsilon_gamma_box", "epsilon_plus",
+                                             "epsilon_alpha2_beta1"),
+            arg="rule", label="rule", help="one rule for every layer, or a composite"),
+    Control("epsilon", "log", 1e-6, (1e-9, 1.0, 0.1), label="ε", help="epsilon rule's stabiliser"),
+    Control("gamma", "float", 0.25, (0.0, 2.0, 0.05), label="γ", help="gamma rule's boost of positive weights"),
+    Control("alpha", "float", 2.0, (1.0, 4.0, 0.5), label="α", help="alpha-beta rule (β = α - 1 conserves)"),
+    Control("beta", "float", 1.0, (0.0, 3.0, 0.5), label="β"),
+)
 
 _TL = frozenset({"target", "layer"})
 
@@ -217,6 +247,15 @@ METHODS: tuple[Method, ...] = (
     Method("integrated_gradients", "integrated gradients", "nbviz.methods.gradients:integrated_gradients",
            "signed", "gradient", controls=(_IG_STEPS,), reduce="sum", progressive=True,
            cite="Sundararajan et al. 2017"),
+    Method("blur_ig", "blur IG", "nbviz.methods.path_ig:blur_ig", "signed", "gradient",
+           controls=(_BLUR_STEPS, _MAX_SIGMA), reduce="sum", cite="Xu et al. 2020"),
+    Method("guided_ig", "guided IG", "nbviz.methods.path_ig:guided_ig", "signed", "gradient",
+           controls=_GUIDED, reduce="sum", on_demand=True, cite="Kapishnikov et al. 2021"),
+    Method("xrai", "XRAI", "nbviz.methods.xrai:xrai", "unsigned", "gradient", controls=(_IG_STEPS,),
+           fixed={"score": "rank"}, on_demand=True, cite="Kapishnikov et al. 2019"),
+    # relevance propagation
+    Method("lrp", "LRP", "nbviz.methods.lrp:lrp", "signed", "relevance", controls=_LRP,
+           reduce="sum", cite="Bach et al. 2015; Montavon et al. 2019"),
     # perturbation
     Method("occlusion", "occlusion", "nbviz.methods.occlusion:occlusion", "signed", "perturbation",
            controls=(_WINDOW, _STRIDE), progressive=True, cite="Zeiler & Fergus 2014"),
@@ -227,6 +266,21 @@ METHODS: tuple[Method, ...] = (
     Method("featvis", "feature visualisation", "nbviz.featvis:render", "picture", "features",
            needs=frozenset({"layer", "channel"}), controls=_ASCENT, on_demand=True,
            runner="nbviz.session.runners:feature_visualisation", cite="Olah et al. 2017"),
+    # issue 16 (methods helper): more CAMs, VarGrad, gradient × input, RISE
+    Method("layercam", "Layer-CAM", "nbviz.methods.layercam:layercam", "unsigned", "CAM", needs=_TL,
+           layers="differentiable", cite="Jiang et al. 2021"),
+    Method("eigencam", "Eigen-CAM", "nbviz.methods.eigencam:eigencam", "unsigned", "CAM",
+           needs=frozenset({"layer"}), cite="Muhammad & Yeasin 2020"),
+    Method("scorecam", "Score-CAM", "nbviz.methods.scorecam:scorecam", "unsigned", "CAM", needs=_TL,
+           controls=(_TOP_N,), on_demand=True, cite="Wang et al. 2020"),
+    Method("ablationcam", "Ablation-CAM", "nbviz.methods.ablationcam:ablationcam", "unsigned", "CAM",
+           needs=_TL, on_demand=True, cite="Desai & Ramaswamy 2020"),
+    Method("vargrad", "VarGrad", "nbviz.methods.gradients:vargrad", "unsigned", "gradient",
+           controls=(_SAMPLES, _NOISE), reduce="sum", cite="Adebayo et al. 2018"),
+    Method("gradient_x_input", "gradient × input", "nbviz.methods.gradients:gradient_x_input", "signed",
+           "gradient", reduce="sum", cite="Shrikumar et al. 2016"),
+    Method("rise", "RISE", "nbviz.methods.rise:rise", "unsigned", "perturbation",
+           controls=_RISE, on_demand=True, cite="Petsiuk et al. 2018"),
 )
 
 _BY_KEY = {m.key: m for m in METHODS}

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import threading
 from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Box", "Mask", "Selection", "box", "mask", "resolve", "scores", "resolve_channels"]
+from nbviz.probe import fn_key
+
+__all__ = ["Box", "Mask", "Selection", "box", "mask", "point", "resolve", "scores",
+           "resolve_channels"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +65,15 @@ def box(top: int, left: int, bottom: int, right: int, channel: int | None = None
     if not (top < bottom and left < right):
         raise ValueError(f"box {values} is empty: need top < bottom and left < right")
     return Box(*(int(v) for v in values), channel=_channel(channel))
+
+
+def point(y: int, x: int, channel: int | None = None) -> Box:
+    """Explain the (channel's) score at one cell ``(y, x)`` of a dense output map: a 1×1
+    :func:`box` (what clicking an output pixel selects). ``channel`` None: the top channel
+    there."""
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (y, x)):
+        raise TypeError(f"point coordinates must be integers (y, x), got {(y, x)!r}")
+    return box(int(y), int(x), int(y) + 1, int(x) + 1, channel=channel)
 
 
 def mask(array, channel: int | None = None) -> Mask:
@@ -108,28 +121,23 @@ class Selection:
                                    channels=self.channels[i:i + 1], top=self.top[i:i + 1])
 
 
-_RESOLVED: dict[tuple, Selection] = {}  # None and int targets: the same tensors every call
-
-
-def resolve(target: Any, output_shape, n: int, *, input_size=None, what: str = "model output"
-            ) -> Selection:
+def resolve(target: Any, output_shape, n: int, *, input_size=None, what: str = "model output",
+            cache: dict | None = None) -> Selection:
     """Turn a user ``target`` into a :class:`Selection` for ``n`` images.
 
     ``output_shape`` is the explained tensor's shape (batch axis first, its size ignored);
     ``input_size`` (H, W) lets a mask be given at the input's size; ``what`` names the tensor in
-    error messages.
+    error messages. ``cache``: a per-model dict (``probe.cache("targets")``) keeping the
+    selections of None and int targets, so the same tensors serve every call.
     """
     simple = target is None or (isinstance(target, numbers.Integral)
                                 and not isinstance(target, bool))
-    if not simple:
+    if not simple or cache is None:
         return _resolve(target, output_shape, n, input_size, what)
     key = (None if target is None else int(target), tuple(output_shape)[1:], n)
-    hit = _RESOLVED.get(key)
+    hit = cache.get(key)
     if hit is None:
-        hit = _resolve(target, output_shape, n, input_size, what)
-        if len(_RESOLVED) > 512:
-            _RESOLVED.clear()
-        _RESOLVED[key] = hit
+        hit = cache[key] = _resolve(target, output_shape, n, input_size, what)
     return hit
 
 
@@ -144,7 +152,9 @@ def _resolve(target, output_shape, n, input_size, what) -> Selection:
     ones_region = np.ones((n,) + spatial, np.float32)
     zeros = np.zeros((n, k), np.float32)
     if callable(target) and not isinstance(target, (Box, Mask)):
-        return Selection(("callable", target), tf.constant(ones_region), tf.constant(zeros),
+        # keyed by what the callable computes (code and closure values), so a fresh lambda per
+        # call reuses the compiled function
+        return Selection(("callable", fn_key(target)), tf.constant(ones_region), tf.constant(zeros),
                          tf.zeros((n,), tf.bool), fn=target)
     key = ("dense",) if dense else ("vector",)
     if target is None:
@@ -243,15 +253,35 @@ def scores(outputs: tf.Tensor, fn: Callable | None, region, channels, top) -> tf
     selection's tensors as seen inside a compiled function (its arguments).
     """
     if fn is not None:
-        values = tf.cast(fn(outputs), tf.float32)
+        try:
+            values = fn(outputs)
+        except Exception as err:
+            _USER.error = err  # re-raised as itself by the caller (not as a tracing error)
+            raise
+        values = tf.cast(values, tf.float32)
         if values.shape.rank != 1:
             raise ValueError(f"a callable target must return one score per image, shape (N,); "
                              f"it returned shape {values.shape}")
-        return values
+        return tf.debugging.check_numerics(values, CALLABLE_NAN)
     outputs = _as_map(outputs)
     channels = resolve_channels(outputs, region, channels, top)
     rank = outputs.shape.rank
     weighted = outputs * tf.reshape(channels, [-1] + [1] * (rank - 2) + [tf.shape(channels)[-1]])
     if rank > 2:
         weighted = weighted * region[..., None]
-    return tf.reduce_sum(weighted, axis=list(range(1, rank)))
+    return tf.debugging.check_numerics(tf.reduce_sum(weighted, axis=list(range(1, rank))),
+                                       SCORE_NAN)
+
+
+#: check_numerics messages: a non-finite score from a callable target / from the model's output
+CALLABLE_NAN = "nbviz: target callable returned a non-finite score"
+SCORE_NAN = "nbviz: explained score is not finite"
+
+_USER = threading.local()
+
+
+def take_user_error() -> BaseException | None:
+    """The exception a callable target raised while being traced in this thread (then forgotten)."""
+    err = getattr(_USER, "error", None)
+    _USER.error = None
+    return err
