@@ -117,13 +117,20 @@ class OutputView:
         self.whole = W.Button(description="whole map", layout=W.Layout(width="100px"),
                               tooltip="explain the whole output map (clear the clicked region)")
         self.whole.on_click(lambda _: self.clear())
-        self.label = W.HTML(layout=W.Layout(min_height="22px"))
+        self.label = W.HTML(layout=W.Layout(min_height="22px", width=f"{max(g.W, 240)}px"))
         self.label.add_class("nbviz-output-target")
         self.widget = W.VBox([W.HTML("<b>model output</b> (click a pixel or drag a box)"), self.canvas,
                               W.HBox([self.channel, self.whole]), self.label],
                              layout=W.Layout(margin="0 0 0 12px"))
         e.state.observe(lambda _: self.paint(), names="target")
         self.paint()
+
+    def beside(self, input_box) -> W.Widget:
+        """The panel's widget, to sit beside ``input_box`` (the input canvas's box) in a row:
+        neither shrinks (a fixed-size canvas in a shrunk box would overlap its neighbour)."""
+        input_box.layout.flex = "0 0 auto"
+        self.widget.layout.flex = "0 0 auto"
+        return self.widget
 
     @classmethod
     def attach(cls, explorer) -> "OutputView | None":

@@ -84,8 +84,9 @@ class Explorer(W.VBox):
         self.output_view = OutputView.attach(self)
         self.snapshot = Snapshot(self.to_png, c.save, self._filename)
         style = W.HTML(HIDE_SNAPSHOT_CSS, layout=W.Layout(display="none"))
-        out_panel = [self.output_view.widget] if self.output_view is not None else []
-        super().__init__(children=[style, c.top(), W.HBox([W.VBox([self.canvas, c.readout]), *out_panel, c.side()]),
+        main = W.VBox([self.canvas, c.readout])
+        out_panel = [self.output_view.beside(main)] if self.output_view is not None else []
+        super().__init__(children=[style, c.top(), W.HBox([main, *out_panel, c.side()]),
                                    c.busy, c.status])
         self.add_class("nbviz-explorer")
         self._show_controls()
