@@ -40,6 +40,7 @@ import ipywidgets as W
 
 from nbviz import render
 from nbviz.methods import targets
+from nbviz.session.dense import output_layer_path, score_logits
 from nbviz.widget import frames
 from nbviz.widget.labels import class_names
 
@@ -138,10 +139,7 @@ class OutputView:
         p = explorer.probe
         if len(p.output_shape(tuple(explorer.image.shape[:2]))) != 4:
             return None
-        out = p.output_layer
-        paths = [i.path for i in p.spatial_layers()]
-        layer = next((i.path for i in p.spatial_layers() if out is not None and i.layer is out), None)
-        return cls(explorer, layer if layer is not None else (paths[-1] if paths else None))
+        return cls(explorer, output_layer_path(p))
 
     # ------------------------------------------------------------ selection
 
@@ -273,16 +271,7 @@ class OutputView:
 
     def _logits(self) -> np.ndarray:
         e = self.explorer
-        cache = self.probe.cache("output_view_logits")
-        key = e.image_id
-        if key not in cache:
-            p = self.probe
-            x, _ = p.prepare(e.session.context.model_input(e.image))
-            with p.logits():
-                out = p.forward(x, extra_inputs=p.zero_extra_inputs())
-            cache.clear()  # one image at a time
-            cache[key] = np.asarray(out, np.float32)[0]
-        return cache[key]
+        return score_logits(self.probe, e.image_id, e.session.context.model_input(e.image))
 
     @property
     def text(self) -> str:
