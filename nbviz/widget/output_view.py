@@ -40,7 +40,7 @@ import ipywidgets as W
 
 from nbviz import render
 from nbviz.methods import targets
-from nbviz.session.dense import output_layer_path, score_logits
+from nbviz.session.dense import output_layer_path
 from nbviz.widget import frames
 from nbviz.widget.labels import class_names
 
@@ -261,17 +261,16 @@ class OutputView:
     def top_channel(self, region="selected") -> int:
         """The channel a target with channel None explains in ``region`` (default: the selected
         one; None: the whole map): the highest total score there, on the logits when the model
-        ends in a softmax (as :func:`nbviz.methods.targets.scores` resolves it)."""
+        ends in a softmax (as :func:`nbviz.methods.targets.scores` resolves it). The logits are
+        not recomputed: ``log p_k`` differs from logit k by a per-pixel constant shared by every
+        channel, so both sums over a region have the same argmax (probabilities that underflow to
+        0 in float32 count as 1e-30)."""
         region = self.region if region == "selected" else region
-        scores = self._logits() if self.probe.ends_in_softmax else self._out
+        scores = np.log(np.maximum(self._out, 1e-30)) if self.probe.ends_in_softmax else self._out
         if region is not None:
             t, l, b, r = region
             scores = scores[t:b, l:r]
         return int(np.argmax(scores.reshape(-1, scores.shape[-1]).sum(axis=0)))
-
-    def _logits(self) -> np.ndarray:
-        e = self.explorer
-        return score_logits(self.probe, e.image_id, e.session.context.model_input(e.image))
 
     @property
     def text(self) -> str:
