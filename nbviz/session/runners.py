@@ -72,6 +72,11 @@ def rf_click(ctx: Context, req: Request, stop, progress) -> Result:
 def _score_map_rf(ctx: Context, req: Request, *, whole: bool) -> Result:
     from nbviz.methods.receptive_field import gradient_rf
 
+    if len(ctx.probe.output_shape(req.image.shape[:2])) == 4:  # a dense output is the score map
+        from nbviz.session.dense import score_map_rf
+
+        return score_map_rf(ctx, req, whole=whole)
+
     fcn = ctx.fully_convolutional()
     score_layer = fcn.layers[-1].name  # the class score map
     x = ctx.model_input(req.image)

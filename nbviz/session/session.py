@@ -50,9 +50,11 @@ from typing import Any, Callable
 import numpy as np
 
 from nbviz.methods import table
+from nbviz.methods.targets import Box
 from nbviz.session import one_pass as _one_pass
 from nbviz.session import runners
 from nbviz.session.context import Context
+from nbviz.session.dense import check_region_target
 from nbviz.session.results import Request, Result, result_from_array
 from nbviz.session.worker import Worker
 
@@ -113,7 +115,9 @@ class Session:
         path = None
         if "layer" in needs or "channel" in needs:
             path = self.probe.spatial_layer(layer).path
-        if "target" in needs and target is not None:
+        if "target" in needs and isinstance(target, Box):  # a region of a dense output map
+            target = check_region_target(self.probe, target, image.shape)
+        elif "target" in needs and target is not None:
             n = self._classes()
             if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not (n is None or 0 <= target < n):
                 raise ValueError(f"target must be None (the top prediction) or a class in [0, {(n or 1) - 1}], got {target!r}")

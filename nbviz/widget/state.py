@@ -20,7 +20,7 @@ METHOD_CONTROLS = table.controls()
 VIEW = {c.name: c for c in table.VIEW_CONTROLS}
 TILE_SORTS = ("index", "mean", "at click")
 
-_TRAIT = {"int": T.Int, "float": T.Float, "log": T.Float, "choice": T.Unicode, "toggle": T.Unicode, "bool": T.Bool}
+_TRAIT = {"int": T.Int, "float": T.Float, "log": T.Float, "choice": T.Any, "toggle": T.Unicode, "bool": T.Bool}
 
 
 def _traits() -> dict:

@@ -24,6 +24,7 @@ from nbviz.widget.canvas import LayeredCanvas
 from nbviz.widget.controls import TOP, Controls
 from nbviz.widget.images import fit_image, load_image
 from nbviz.widget.labels import class_names, top_predictions
+from nbviz.widget.output_view import OutputView
 from nbviz.widget.snapshot import HIDE_SNAPSHOT_CSS, Snapshot
 from nbviz.widget.state import METHOD_CONTROLS, TILE_SORTS, VIEW, ExplorerState
 
@@ -92,9 +93,13 @@ class Explorer(W.VBox):
         self.controls = c = Controls(self.state, self.session.layers(self.state.method),
                                      self.session.channels(self.state.layer))
         self._wire()
+        #: the dense-output panel (nbviz.widget.output_view), None for other models
+        self.output_view = OutputView.attach(self)
         self.snapshot = Snapshot(self.to_png, c.save, self._filename)
         style = W.HTML(HIDE_SNAPSHOT_CSS, layout=W.Layout(display="none"))
-        super().__init__(children=[style, c.top(), W.HBox([W.VBox([self.canvas, c.readout]), c.side()]),
+        main = W.VBox([self.canvas, c.readout])
+        out_panel = [self.output_view.beside(main)] if self.output_view is not None else []
+        super().__init__(children=[style, c.top(), W.HBox([main, *out_panel, c.side()]),
                                    c.busy, c.status])
         self.add_class("nbviz-explorer")
         self.timeline = None
@@ -373,7 +378,8 @@ class Explorer(W.VBox):
     def _make_request(self, row: table.Method):
         s = self.state
         return self.session.request(
-            row.key, self.image, image_id=self.image_id, layer=s.layer, target=s.target,
+            row.key, self.image, image_id=self.image_id, layer=s.layer,
+            target=s.target if getattr(self, "output_view", None) is None else self.output_view.target(),
             channel=min(s.channel, self.session.channels(s.layer) - 1), point=s.point,
             options={c.name: getattr(s, c.name) for c in row.controls})
 
@@ -497,6 +503,8 @@ class Explorer(W.VBox):
         self.snapshot.schedule()
 
     def _paint_all(self):
+        if getattr(self, "output_view", None) is not None:
+            self.output_view.refresh()
         self.canvas_layers.paint("image", frames.image_layer(self.image, self.geometry))
         self._paint_overlay()
         self._paint_top()
@@ -515,8 +523,10 @@ class Explorer(W.VBox):
         box = rf.box(rf.cell(point)) if (rf is not None and point is not None) else None
         gradient_box = r.gradient_box if r is not None else None
         grid = (rf.stride, rf.offset) if (rf is not None and s.grid and on_image) else None
-        self.canvas_layers.paint("top", frames.top_layer(self.geometry, point=point, box=box,
-                                                         gradient_box=gradient_box, grid=grid))
+        top = frames.top_layer(self.geometry, point=point, box=box, gradient_box=gradient_box, grid=grid)
+        if getattr(self, "output_view", None) is not None and on_image:
+            self.output_view.draw_on_input(top, self.geometry)  # the clicked output region's RF
+        self.canvas_layers.paint("top", top)
 
     def _paint_tiles(self):
         r, s, c = self._result, self.state, self.controls
@@ -595,6 +605,8 @@ class Explorer(W.VBox):
                 return
         names = class_names(scores.shape[-1], self._labels_given)
         options = [("top prediction", TOP)] + [(f"{names[i]} ({v:.3g})", i) for i, v in top_predictions(scores, 5)]
+        if getattr(self, "output_view", None) is not None:
+            options = self.output_view.target_options(options)
         target = self.state.target
         if target is not None and target not in [o[1] for o in options]:
             options.append((names[target] if 0 <= target < len(names) else f"class {target}", target))
