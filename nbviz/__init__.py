@@ -74,8 +74,23 @@ _EXPORTS = {
     "model_randomisation": "nbviz.sanity",
     "compare": "nbviz.comparison",
     "compare_scores": "nbviz.comparison",
+    # whole datasets (nbviz/dataset/)
+    "explain_dataset": "nbviz.dataset",
+    "open_results": "nbviz.dataset",
 }
-_SUBMODULES = ("featvis", "demo", "methods", "probe", "widget", "session", "callbacks", "metrics", "sanity", "comparison")
+_SUBMODULES = (
+    "featvis",
+    "demo",
+    "methods",
+    "probe",
+    "widget",
+    "session",
+    "callbacks",
+    "metrics",
+    "sanity",
+    "comparison",
+    "dataset",
+)
 
 __all__ = ["ImageInput", "LayerInfo", "Probe", "__version__", *_EXPORTS, *_SUBMODULES]
 

@@ -11,7 +11,15 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["quickstart", "receptive_fields", "attribution", "feature_visualization", "training", "building_blocks"]
+NAMES = [
+    "quickstart",
+    "receptive_fields",
+    "attribution",
+    "feature_visualization",
+    "training",
+    "building_blocks",
+    "dataset",
+]
 
 
 @pytest.fixture

@@ -1,0 +1,5 @@
+import sys
+
+from nbviz.dataset.cli import main
+
+sys.exit(main())

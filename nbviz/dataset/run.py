@@ -1,0 +1,266 @@
+"""``explain_dataset``: every map and metric of a whole image set, once, into a results store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from nbviz.dataset import store as _store
+from nbviz.dataset.source import ImageError, as_source, load_image
+from nbviz.dataset.worker import TARGETS, Batch, Plan, resolve_methods, resolve_metrics
+
+__all__ = ["explain_dataset"]
+
+ENGINES = ("local", "ray")
+
+
+def _positive_int(name, value, lo=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _model(model, safe_mode: bool, engine: str, out: Path):
+    """(keras model for the driver, spec an actor rebuilds it from, description)."""
+    import keras
+
+    from nbviz.dataset.modelfile import load_model_file
+
+    if isinstance(model, (str, os.PathLike)):
+        obj = load_model_file(model, safe_mode=safe_mode)
+        return obj, ("path", str(Path(model).resolve()), safe_mode), str(model)
+    if isinstance(model, keras.Model):
+        return model, None, model.name  # for Ray: saved into the store once it exists
+    if callable(model):
+        obj = model()
+        if not isinstance(obj, keras.Model):
+            raise TypeError(f"the model factory returned {type(obj).__name__}, not a keras.Model")
+        return obj, ("factory", model), getattr(model, "__qualname__", repr(model))
+    raise TypeError(f"model must be a keras.Model, a saved model path (.keras) or a factory "
+                    f"callable returning one; got {type(model).__name__}")
+
+
+def _weights_digest(model) -> str:
+    h = hashlib.sha1()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _describe(fn) -> str | None:
+    if fn is None:
+        return None
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+class Assembler:
+    """Gathers per-item results into shards and writes each shard once it is complete."""
+
+    def __init__(self, store, pending, write_kwargs):
+        self.store = store
+        self.shard_size = store.manifest["shard_size"]
+        self.buffers: dict[int, list[Batch]] = {k: [] for k in pending}
+        self.counts = {k: 0 for k in pending}
+        self.write_kwargs = write_kwargs
+        self.write_s = 0.0
+        self.written: list[int] = []
+
+    def add(self, batch: Batch) -> None:
+        shards = batch.index // self.shard_size
+        for k in np.unique(shards):
+            k = int(k)
+            rows = np.flatnonzero(shards == k)
+            part = batch if len(rows) == len(batch.index) else _take(batch, rows)
+            self.buffers[k].append(part)
+            self.counts[k] += len(rows)
+            if self.counts[k] == len(self.store.shard_range(k)):
+                whole = _concat(self.buffers.pop(k))
+                self.write_s += self.store.write_shard(k, whole, **self.write_kwargs)
+                self.written.append(k)
+
+
+def _take(b: Batch, rows) -> Batch:
+    pick = lambda seq: [seq[i] for i in rows]  # noqa: E731
+    return Batch(b.index[rows], pick(b.ids), pick(b.paths), pick(b.labels), pick(b.error), b.outputs[rows],
+                 pick(b.targets), {k: v[rows] for k, v in b.maps.items()},
+                 {k: v[rows] for k, v in b.metrics.items()}, pick(b.thumbs),
+                 None if b.images is None else b.images[rows])
+
+
+def _concat(parts: Sequence[Batch]) -> Batch:
+    if len(parts) == 1:
+        b = parts[0]
+    else:
+        cat = lambda name: [x for p in parts for x in getattr(p, name)]  # noqa: E731
+        b = Batch(np.concatenate([p.index for p in parts]), cat("ids"), cat("paths"), cat("labels"),
+                  cat("error"), np.concatenate([p.outputs for p in parts]), cat("targets"),
+                  {k: np.concatenate([p.maps[k] for p in parts]) for k in parts[0].maps},
+                  {k: np.concatenate([p.metrics[k] for p in parts]) for k in parts[0].metrics},
+                  cat("thumbs"),
+                  None if parts[0].images is None else np.concatenate([p.images for p in parts]))
+    order = np.argsort(b.index, kind="stable")
+    return b if (order == np.arange(len(order))).all() else _take(b, order)
+
+
+def _progress(progress, total, initial):
+    from tqdm.auto import tqdm
+
+    kwargs = {"total": total, "initial": initial, "unit": "img", "desc": "explain_dataset",
+              "smoothing": 0.1}
+    if isinstance(progress, dict):
+        kwargs.update(progress)
+    elif not progress:
+        kwargs["disable"] = True
+    return tqdm(**kwargs)
+
+
+def explain_dataset(model, source, *, methods=("gradcam",), metrics=(), target=None, layer=None,
+                    out, engine: str = "local", batch_size: int = 32, shard_size: int = 256,
+                    preprocess: Callable | None = None, labels=None, class_names=None, options=None,
+                    top_k: int = 5, thumbnail_size: int = 64, store_images: bool | None = None,
+                    resize: bool = False, progress=True, overwrite: bool = False, safe_mode: bool = True,
+                    ray_address: str | None = None, num_actors: int = 1, num_gpus_per_actor: float = 0,
+                    num_cpus_per_actor: float = 1):
+    """Explain every image of ``source`` with every method, measure every metric, and keep it all
+    in a results store at ``out``; returns the store opened (:func:`nbviz.dataset.open_results`).
+
+    ``model``: a ``keras.Model``, a saved model file (loaded with ``safe_mode``), or a factory
+    callable returning a model (called once per process: the driver and each Ray actor).
+    ``source``: a folder of PNG/JPEG files (recursive; ``labels=`` a CSV ``path,label`` or a
+    mapping, or a ``labels.csv`` in the folder), a numpy array ``N×H×W×C`` (``labels=`` an
+    ``(N,)`` int array) or a ``tf.data.Dataset`` of ``image`` or ``(image, label)``; see
+    :mod:`nbviz.dataset.source`. Pixels are in the model's raw input space; ``preprocess`` maps
+    them into the model's (the methods' own argument).
+    ``methods``: keys of :mod:`nbviz.methods.table` whose row has no runner (``"gradcam"``,
+    ``"saliency"``, ``"occlusion"``, ...; ``options={key: {control: value}}`` sets their controls)
+    or functions ``fn(model, images, *, target=None, preprocess=None[, layer=None]) -> (N, ...)``.
+    ``metrics``: names in :mod:`nbviz.metrics` (``"deletion_auc"``, ``"insertion_auc"``; looked
+    up when the run starts) or functions ``f(model, image, attribution, *, target, preprocess)
+    -> number or result with .auc``; one column ``<metric>_<method>`` each.
+    ``target``: None (each method's own default: the top class), ``"top"`` (the predicted class,
+    the same for every method), ``"label"`` (the true class; items without a label become
+    errors) or an int class. ``layer``: passed to the methods that take one (Grad-CAM's layer).
+
+    Work is cut into shards of ``shard_size`` consecutive images; each finished shard is renamed
+    into place atomically, so a run that dies and is started again with the same arguments
+    continues where it stopped (a different configuration in the same ``out`` is an error;
+    ``overwrite=True`` starts afresh). Unusable items (unreadable, unsupported, wrong size) go to
+    the errors table with the reason. ``progress``: a tqdm bar (a widget in a notebook) with
+    images/s and the remaining time; False for none, or a dict of tqdm arguments.
+
+    ``engine="local"`` runs batches of ``batch_size`` in this process; ``engine="ray"`` runs them
+    on a Ray Data actor pool of ``num_actors`` actors (``num_gpus_per_actor`` /
+    ``num_cpus_per_actor`` each), joining the cluster at ``ray_address`` or an initialised Ray,
+    else starting a local one and shutting it down afterwards.
+    """
+    t_start = time.perf_counter()
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if out is None:
+        raise ValueError("out= is required: the folder of the results store")
+    batch_size = _positive_int("batch_size", batch_size)
+    shard_size = _positive_int("shard_size", shard_size)
+    top_k = _positive_int("top_k", top_k)
+    thumbnail_size = _positive_int("thumbnail_size", thumbnail_size, 8)
+    num_actors = _positive_int("num_actors", num_actors)
+    if target is not None and target not in TARGETS and not (
+            isinstance(target, (int, np.integer)) and not isinstance(target, bool) and target >= 0):
+        raise ValueError(f"target must be None (each method's top class), 'top', 'label' or a class "
+                         f"index >= 0; got {target!r}")
+    if preprocess is not None and not callable(preprocess):
+        raise TypeError(f"preprocess must be a callable (raw images -> model input), got {preprocess!r}")
+    out = Path(out)
+    method_specs = resolve_methods(methods, options)
+    metric_specs = resolve_metrics(metrics)
+    src = as_source(source, labels, class_names)
+    if target == "label" and (getattr(src, "labels", True) is None or getattr(src, "labelled", True) is False):
+        raise ValueError("target='label' needs labels: pass labels= with the source")
+    model_obj, model_spec, model_name = _model(model, safe_mode, engine, out)
+
+    from nbviz.probe import probe
+
+    p = probe(model_obj)
+    channels = p.image_input.channels
+    size = (p.image_input.height, p.image_input.width)
+    if None in size:  # a model of any size: the first usable image sets the run's size
+        size = None
+        for item in src.items(0):
+            try:
+                size = tuple(load_image(item, channels=channels, size=None, resize=False).shape[:2])
+                break
+            except ImageError:
+                continue
+        if size is None:
+            raise ValueError("no image of the source could be read")
+    if layer is not None:
+        layer = p.layer(layer).path  # a typo fails now, with the closest names
+    if store_images is None:
+        store_images = not src.has_paths
+    image_dtype = "uint8"
+    if store_images and src.kind == "array" and src.images.dtype != np.uint8:
+        image_dtype = "float32"
+    plan = Plan(method_specs, metric_specs, target if not isinstance(target, np.integer) else int(target),
+                layer, preprocess, size, channels, batch_size, top_k, thumbnail_size, store_images,
+                image_dtype, resize)
+    metric_columns = [f"{mt.name}_{m.name}" for m in method_specs for mt in metric_specs]
+    if class_names is None and hasattr(src, "class_names"):
+        class_names = src.class_names
+    from nbviz.methods import table as _table
+
+    config = {
+        "methods": [m.name for m in method_specs],
+        "method_options": {m.name: m.kwargs for m in method_specs},
+        "method_functions": {m.name: _describe(m.function) if m.function else m.key for m in method_specs},
+        "metrics": [m.name if m.function is None else _describe(m.function) for m in metric_specs],
+        "target": target if not isinstance(target, np.integer) else int(target),
+        "layer": layer, "preprocess": _describe(preprocess), "size": list(size), "channels": channels,
+        "top_k": top_k, "thumbnail_size": thumbnail_size, "store_images": store_images, "resize": resize,
+        "source": src.fingerprint(), "model": {"name": model_name, "weights_sha1": _weights_digest(model_obj)},
+        "class_names": None if class_names is None else [str(c) for c in class_names],
+    }
+    st = _store.Store(out, config, count=len(src), shard_size=shard_size, overwrite=overwrite)
+    st.manifest["metric_columns"] = metric_columns
+    st.manifest["displays"] = {m.name: (_table.method(m.key).display if m.key else None) for m in method_specs}
+    st.save_manifest()
+    if engine == "ray" and model_spec is None:  # actors rebuild an in-memory model from our own copy
+        path = out / ".model.keras"
+        model_obj.save(path)
+        model_spec = ("path", str(path.resolve()), False)
+    done = st.finished()
+    pending = [k for k in range(st.shard_count) if k not in done]
+    initial = sum(len(st.shard_range(k)) for k in done)
+    write_kwargs = dict(class_names=config["class_names"], top_k=top_k,
+                        method_names=config["methods"], metric_columns=metric_columns)
+    assembler = Assembler(st, pending, write_kwargs)
+    t_work = time.perf_counter()
+    if pending:
+        bar = _progress(progress, len(src), initial)
+        try:
+            if engine == "local":
+                from nbviz.dataset.engine_local import run_local
+
+                run_local(model_obj, plan, src, pending, assembler, bar)
+            else:
+                from nbviz.dataset.engine_ray import run_ray
+
+                run_ray(model_spec, plan, src, pending, assembler, bar, address=ray_address,
+                        num_actors=num_actors, num_gpus_per_actor=num_gpus_per_actor,
+                        num_cpus_per_actor=num_cpus_per_actor)
+        finally:
+            bar.close()
+    t_final = time.perf_counter()
+    rows, errors = st.finalize(_store.results_schema(metric_columns, config["class_names"] is not None))
+    t_end = time.perf_counter()
+    st.manifest["runs"].append({
+        "engine": engine, "started_at": time.time() - (t_end - t_start), "shards_written": len(assembler.written),
+        "images": sum(len(st.shard_range(k)) for k in assembler.written), "wall_s": t_end - t_start,
+        "setup_s": t_work - t_start, "work_s": t_final - t_work, "write_s": assembler.write_s,
+        "finalize_s": t_end - t_final, "batch_size": batch_size,
+        "num_actors": num_actors if engine == "ray" else None})
+    st.save_manifest()
+    return _store.open_results(out)

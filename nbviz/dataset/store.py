@@ -1,0 +1,469 @@
+"""The results store of :func:`nbviz.explain_dataset`, and its reader :func:`open_results`.
+
+Layout of ``out/``::
+
+    manifest.json            what was run (methods, metrics, target, source, model), the shard
+                             size, the map shapes, per-run timings, and "complete"
+    results.parquet          one row per processed image (the union of the shards), written last
+    errors.parquet           one row per unusable item: index, id, path, reason
+    shards/00000/            one finished shard: the images with index in [k*S, (k+1)*S)
+        results.parquet      its rows of the results table
+        errors.parquet       its rows of the errors table
+        maps.zarr/           Zarr v3 group: one float32 array per method, (n, H, W[, C]), chunks
+                             of about 256 KiB (one image at 224 px, 16 at 64 px) inside one Zarr
+                             shard (a single file per array), Blosc-LZ4 compressed; "images"
+                             (the pixels) for sources without files
+        thumbs.parquet       index and PNG bytes of small thumbnails (longer side <= thumbnail_size)
+        shard.json           its row/error counts and timings, written last
+
+A shard is built under ``shards/.<k>.tmp-<pid>-<random>/`` and renamed to ``shards/<k>/`` with
+``os.replace`` only when complete, so a killed run leaves at most a temporary folder (removed by
+the next run when its process is gone) and never a partial shard. A restarted run skips the
+shards that exist; the union has exactly one row per usable image because a shard is a fixed
+range of source indices. While a run is going on (or after it died) :func:`open_results` reads
+the finished shards.
+
+Results table columns: ``index`` (position in the source), ``id`` (relative path or ``#index``),
+``path`` (null for arrays), ``label`` (null when unknown), ``prediction`` and ``score`` (top
+class and its output value), ``top_classes`` / ``top_scores`` (top-k, best first), ``correct``
+(null without a label), ``target`` (the class the maps explain), ``label_name`` /
+``prediction_name`` (when class names are known), one float64 column ``<metric>_<method>`` per
+metric and method, and ``shard`` / ``row`` (where the maps are).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+__all__ = ["Store", "Results", "open_results", "FORMAT"]
+
+FORMAT = "nbviz-results/1"
+SHARDS = "shards"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_write_table(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+ERROR_SCHEMA = pa.schema([("index", pa.int64()), ("id", pa.string()), ("path", pa.string()),
+                          ("reason", pa.string())])
+
+
+def results_schema(metric_columns: Sequence[str], named: bool) -> pa.Schema:
+    fields = [("index", pa.int64()), ("id", pa.string()), ("path", pa.string()), ("label", pa.int64()),
+              ("prediction", pa.int64()), ("score", pa.float32()),
+              ("top_classes", pa.list_(pa.int32())), ("top_scores", pa.list_(pa.float32())),
+              ("correct", pa.bool_()), ("target", pa.int64())]
+    if named:
+        fields += [("label_name", pa.string()), ("prediction_name", pa.string())]
+    fields += [(c, pa.float64()) for c in metric_columns]
+    fields += [("shard", pa.int32()), ("row", pa.int32())]
+    return pa.schema(fields)
+
+
+class Store:
+    """Writer side of a results folder (see the module docstring)."""
+
+    def __init__(self, out, config: dict, *, count: int, shard_size: int, overwrite: bool = False):
+        self.out = Path(out)
+        self.shards_dir = self.out / SHARDS
+        if overwrite and self.out.exists():
+            if not (self.out / "manifest.json").is_file() and any(self.out.iterdir()):
+                raise ValueError(f"overwrite=True refuses to delete {str(self.out)!r}: it is not an "
+                                 f"nbviz results folder (no manifest.json)")
+            shutil.rmtree(self.out)
+        manifest_path = self.out / "manifest.json"
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text())
+            if manifest.get("format") != FORMAT:
+                raise ValueError(f"{str(self.out)!r} holds results of format {manifest.get('format')!r}, "
+                                 f"not {FORMAT!r}")
+            differ = _differences(manifest["config"], config)
+            if manifest["count"] != count or manifest["shard_size"] != shard_size:
+                differ.append(f"images/shard size {manifest['count']}/{manifest['shard_size']} "
+                              f"vs {count}/{shard_size}")
+            if differ:
+                raise ValueError(
+                    f"{str(self.out)!r} already holds results of a different run ({'; '.join(differ)}); "
+                    f"use another out folder, or overwrite=True to start again")
+            self.manifest = manifest
+        else:
+            if self.out.exists() and any(p for p in self.out.iterdir() if not p.name.startswith(".")):
+                raise ValueError(f"out folder {str(self.out)!r} exists, is not empty and is not an nbviz "
+                                 f"results folder; choose a new or empty folder")
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.manifest = {"format": FORMAT, "config": config, "count": count, "shard_size": shard_size,
+                             "shards": -(-count // shard_size), "complete": False, "runs": []}
+            self.save_manifest()
+        self.shards_dir.mkdir(exist_ok=True)
+        self.clean_stale()
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    @property
+    def shard_count(self) -> int:
+        return self.manifest["shards"]
+
+    def shard_range(self, k: int) -> range:
+        size = self.manifest["shard_size"]
+        return range(k * size, min((k + 1) * size, self.manifest["count"]))
+
+    def finished(self) -> set[int]:
+        return finished_shards(self.out)
+
+    def clean_stale(self) -> None:
+        """Remove temporary shard folders left by runs whose process is gone."""
+        for p in self.shards_dir.glob(".*.tmp-*"):
+            try:
+                pid = int(p.name.split(".tmp-")[1].split("-")[0])
+            except (IndexError, ValueError):
+                continue
+            # this process writes one shard at a time, so its own leftovers are from an interrupt
+            if pid == os.getpid() or not _pid_alive(pid):
+                shutil.rmtree(p, ignore_errors=True)
+
+    def save_manifest(self) -> None:
+        _atomic_write_text(self.out / "manifest.json", json.dumps(self.manifest, indent=1, default=str))
+
+    # ---------------------------------------------------------------- writing
+
+    def write_shard(self, k: int, batch, *, class_names=None, top_k: int = 5,
+                    method_names: Sequence[str], metric_columns: Sequence[str]) -> float:
+        """Write shard ``k`` from one :class:`~nbviz.dataset.worker.Batch` holding exactly its
+        items (in index order); returns the seconds spent writing. A shard already there (another
+        writer finished it) is kept and this one discarded."""
+        import zarr
+        from zarr.codecs import BloscCodec
+
+        t0 = time.perf_counter()
+        expected = list(self.shard_range(k))
+        if batch.index.tolist() != expected:
+            raise RuntimeError(f"shard {k}: got indices {batch.index[:3]}..., expected {expected[:3]}...")
+        final = self.shards_dir / f"{k:05d}"
+        tmp = self.shards_dir / f".{k:05d}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        good = [i for i, e in enumerate(batch.error) if not e]
+        bad = [i for i, e in enumerate(batch.error) if e]
+        table = _results_table(batch, good, k, class_names, top_k, metric_columns)
+        pq.write_table(table, tmp / "results.parquet")
+        errors = pa.table({"index": pa.array([int(batch.index[i]) for i in bad], pa.int64()),
+                           "id": pa.array([batch.ids[i] for i in bad], pa.string()),
+                           "path": pa.array([batch.paths[i] for i in bad], pa.string()),
+                           "reason": pa.array([batch.error[i] for i in bad], pa.string())},
+                          schema=ERROR_SCHEMA)
+        pq.write_table(errors, tmp / "errors.parquet")
+        group = zarr.open_group(tmp / "maps.zarr", mode="w", zarr_format=3)
+        # LZ4 with byte shuffle: about 4x faster to write than zstd with bit shuffle, and only
+        # somewhat larger (measured on Grad-CAM maps: 0.51 vs 0.33 of the raw size)
+        compressor = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+        arrays = dict(batch.maps)
+        if batch.images is not None:
+            arrays["images"] = batch.images
+        for name, data in arrays.items():
+            data = data[good]
+            shape = data.shape
+            if shape[0]:
+                # chunks of about 256 KiB (at least one image): reading one image's map decodes
+                # its chunk only; all chunks in one Zarr shard, i.e. one file per array
+                per_image = max(1, data[0].nbytes)
+                k = int(max(1, min(shape[0], (1 << 18) // per_image)))
+                chunks = (k, *shape[1:])
+                shards = (k * -(-shape[0] // k), *shape[1:])
+                group.create_array(name, data=data, chunks=chunks, shards=shards, compressors=compressor)
+            else:
+                group.create_array(name, shape=shape, dtype=data.dtype, chunks=(1, *shape[1:]))
+        thumbs = pa.table({"index": pa.array([int(batch.index[i]) for i in good], pa.int64()),
+                           "png": pa.array([batch.thumbs[i] for i in good], pa.binary())})
+        pq.write_table(thumbs, tmp / "thumbs.parquet", compression="none")
+        seconds = time.perf_counter() - t0
+        info = {"shard": k, "rows": len(good), "errors": len(bad), "first": expected[0],
+                "last": expected[-1], "write_s": seconds, "written_at": time.time()}
+        (tmp / "shard.json").write_text(json.dumps(info))
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if (final / "shard.json").is_file():  # finished meanwhile by another writer
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                raise
+        return time.perf_counter() - t0
+
+    def finalize(self, schema: pa.Schema) -> tuple[int, int]:
+        """Write the union tables and mark the run complete; returns (rows, errors)."""
+        done = self.finished()
+        missing = sorted(set(range(self.shard_count)) - done)
+        if missing:
+            raise RuntimeError(f"cannot finalize {str(self.out)!r}: shards {missing[:5]} are missing")
+        table, errors = read_union(self.out, schema)
+        _atomic_write_table(table, self.out / "results.parquet")
+        _atomic_write_table(errors, self.out / "errors.parquet")
+        if table.num_rows + errors.num_rows != self.manifest["count"]:
+            raise RuntimeError(f"{table.num_rows} rows + {errors.num_rows} errors != "
+                               f"{self.manifest['count']} images")
+        self.manifest["complete"] = True
+        self.save_manifest()
+        return table.num_rows, errors.num_rows
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), json.loads(json.dumps(new.get(key), default=str))
+        if a != b:
+            out.append(f"{key}: {a!r} then, {b!r} now")
+    return out
+
+
+def _results_table(batch, good, shard, class_names, top_k, metric_columns) -> pa.Table:
+    outputs = batch.outputs[good] if good else batch.outputs[:0]
+    width = outputs.shape[1] if outputs.ndim == 2 else 0
+    k = min(top_k, width)
+    if width:
+        order = np.argsort(-outputs, axis=1, kind="stable")[:, :k]
+        top_scores = np.take_along_axis(outputs, order, axis=1)
+        prediction = order[:, 0].astype(np.int64) if k else None
+    labels = [batch.labels[i] for i in good]
+    columns: dict[str, Any] = {
+        "index": pa.array(batch.index[good] if good else [], pa.int64()),
+        "id": pa.array([batch.ids[i] for i in good], pa.string()),
+        "path": pa.array([batch.paths[i] for i in good], pa.string()),
+        "label": pa.array(labels, pa.int64()),
+    }
+    if width:
+        columns["prediction"] = pa.array(prediction, pa.int64())
+        columns["score"] = pa.array(top_scores[:, 0], pa.float32())
+        columns["top_classes"] = pa.array([r.tolist() for r in order.astype(np.int32)], pa.list_(pa.int32()))
+        columns["top_scores"] = pa.array([r.tolist() for r in top_scores], pa.list_(pa.float32()))
+        columns["correct"] = pa.array([None if l is None else bool(l == p) for l, p in zip(labels, prediction)],
+                                      pa.bool_())
+    else:
+        n = len(good)
+        for name, typ in (("prediction", pa.int64()), ("score", pa.float32()), ("top_classes", pa.list_(pa.int32())),
+                          ("top_scores", pa.list_(pa.float32())), ("correct", pa.bool_())):
+            columns[name] = pa.nulls(n, typ)
+    columns["target"] = pa.array([batch.targets[i] for i in good], pa.int64())
+    if class_names is not None:
+        names = list(class_names)
+        name = lambda c: None if c is None or not 0 <= c < len(names) else names[c]  # noqa: E731
+        columns["label_name"] = pa.array([name(l) for l in labels], pa.string())
+        columns["prediction_name"] = pa.array([name(int(p)) for p in prediction] if width else [None] * len(good),
+                                              pa.string())
+    for c in metric_columns:
+        columns[c] = pa.array(batch.metrics[c][good] if good else [], pa.float64())
+    columns["shard"] = pa.array([shard] * len(good), pa.int32())
+    columns["row"] = pa.array(np.arange(len(good)), pa.int32())
+    return pa.table(columns, schema=results_schema(metric_columns, class_names is not None))
+
+
+def finished_shards(out) -> set[int]:
+    shards = Path(out) / SHARDS
+    if not shards.is_dir():
+        return set()
+    return {int(p.name) for p in shards.iterdir()
+            if p.name.isdigit() and (p / "shard.json").is_file()}
+
+
+def read_union(out, schema: pa.Schema | None = None) -> tuple[pa.Table, pa.Table]:
+    """(results, errors) of every finished shard, sorted by index."""
+    shards = Path(out) / SHARDS
+    tables, errors = [], []
+    for k in sorted(finished_shards(out)):
+        tables.append(pq.read_table(shards / f"{k:05d}" / "results.parquet", schema=schema))
+        errors.append(pq.read_table(shards / f"{k:05d}" / "errors.parquet", schema=ERROR_SCHEMA))
+    table = pa.concat_tables(tables) if tables else (schema.empty_table() if schema else pa.table({}))
+    error = pa.concat_tables(errors) if errors else ERROR_SCHEMA.empty_table()
+    if table.num_rows:
+        table = table.sort_by("index")
+    if error.num_rows:
+        error = error.sort_by("index")
+    return table, error
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class Results:
+    """A results folder opened for reading: the table, the errors, maps, images, thumbnails.
+
+    ``table`` / ``errors`` are ``pyarrow.Table``\\s (``.to_pandas()`` for pandas); maps and
+    images are read lazily from Zarr, one image's chunk at a time. An image is named by its
+    source ``index`` (int) or its ``id`` (str).
+    """
+
+    def __init__(self, out):
+        self.out = Path(out)
+        path = self.out / "manifest.json"
+        if not path.is_file():
+            raise ValueError(f"{str(self.out)!r} is not an nbviz results folder (no manifest.json)")
+        self.manifest = json.loads(path.read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise ValueError(f"{str(self.out)!r}: unknown results format {self.manifest.get('format')!r}")
+        final = self.out / "results.parquet"
+        if self.manifest.get("complete") and final.is_file():
+            self.table = pq.read_table(final)
+            self.errors = pq.read_table(self.out / "errors.parquet")
+        else:  # a run in progress or one that died: the finished shards
+            self.table, self.errors = read_union(self.out)
+        self._positions: dict | None = None
+        self._arrays: dict = {}
+        self._thumbs: dict = {}
+
+    # ---------------------------------------------------------------- description
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete"))
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.manifest["config"]["methods"])
+
+    @property
+    def metric_columns(self) -> list[str]:
+        return list(self.manifest.get("metric_columns", []))
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.manifest["config"].get("class_names")
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else f"{len(finished_shards(self.out))}/{self.manifest['shards']} shards"
+        return (f"<nbviz Results {str(self.out)!r}: {len(self)} images, {self.errors.num_rows} errors, "
+                f"methods {self.methods}, {state}>")
+
+    # ---------------------------------------------------------------- rows
+
+    def _position(self, key) -> int:
+        if self._positions is None:
+            ids = self.table.column("id").to_pylist()
+            idx = self.table.column("index").to_pylist()
+            self._positions = {**{v: i for i, v in enumerate(ids)}, **{v: i for i, v in enumerate(idx)}}
+        if isinstance(key, (np.integer,)):
+            key = int(key)
+        try:
+            return self._positions[key]
+        except KeyError:
+            if (self.errors.num_rows and (key in self.errors.column("id").to_pylist()
+                                          or key in self.errors.column("index").to_pylist())):
+                raise KeyError(f"image {key!r} was not processed: it is in the errors table") from None
+            raise KeyError(f"no image {key!r} in these results (give a source index or an id)") from None
+
+    def row(self, key) -> dict:
+        """The table row of an image as a dict."""
+        return self.table.slice(self._position(key), 1).to_pylist()[0]
+
+    def _array(self, shard: int, name: str):
+        hit = self._arrays.get((shard, name))
+        if hit is None:
+            import zarr
+
+            group = zarr.open_group(self.out / SHARDS / f"{shard:05d}" / "maps.zarr", mode="r")
+            if name not in group:
+                known = [n for n in group.array_keys() if n != "images"]
+                raise KeyError(f"no stored {name!r} here; stored methods: {known}")
+            hit = self._arrays[(shard, name)] = group[name]
+        return hit
+
+    def maps(self, key, method: str) -> np.ndarray:
+        """The stored map of ``method`` for image ``key`` (as the method returned it)."""
+        if method not in self.methods:
+            raise KeyError(f"method {method!r} was not run; stored methods: {self.methods}")
+        r = self.row(key)
+        return np.asarray(self._array(r["shard"], method)[r["row"]])
+
+    def image(self, key) -> np.ndarray:
+        """The image's pixels: from the store (array sources) or read from its file."""
+        r = self.row(key)
+        if r["path"] is not None:
+            from nbviz.dataset.source import read_file
+
+            return read_file(r["path"], channels=self.manifest["config"]["channels"])
+        return np.asarray(self._array(r["shard"], "images")[r["row"]])
+
+    def thumbnail(self, key) -> bytes:
+        """PNG bytes of the image's thumbnail (ready for ``ipywidgets.Image(value=...)``)."""
+        r = self.row(key)
+        thumbs = self._thumbs.get(r["shard"])
+        if thumbs is None:  # one small file per shard, read once
+            table = pq.read_table(self.out / SHARDS / f"{r['shard']:05d}" / "thumbs.parquet")
+            thumbs = self._thumbs[r["shard"]] = dict(zip(table["index"].to_pylist(), table["png"].to_pylist()))
+        return thumbs[r["index"]]
+
+    # ---------------------------------------------------------------- sort and filter
+
+    def sort(self, by, descending: bool = False, table: pa.Table | None = None) -> pa.Table:
+        """The table sorted by a column (or ``[(column, "ascending"|"descending"), ...]``); nulls last."""
+        table = self.table if table is None else table
+        keys = [(by, "descending" if descending else "ascending")] if isinstance(by, str) else list(by)
+        for column, _ in keys:
+            if column not in table.column_names:
+                raise KeyError(f"no column {column!r}; columns: {table.column_names}")
+        return table.sort_by(keys)
+
+    def filter(self, expression=None, table: pa.Table | None = None, **equal) -> pa.Table:
+        """Rows where every ``column=value`` holds (a list value means "one of") and where the
+        optional ``pyarrow.compute`` expression is true, e.g.
+        ``filter(pc.field("score") < 0.5, correct=False)``."""
+        table = self.table if table is None else table
+        mask = None
+        for column, value in equal.items():
+            if column not in table.column_names:
+                raise KeyError(f"no column {column!r}; columns: {table.column_names}")
+            if isinstance(value, (list, tuple, set)):
+                m = pc.is_in(table[column], value_set=pa.array(list(value)))
+            elif value is None:
+                m = pc.is_null(table[column])
+            else:
+                m = pc.equal(table[column], value)
+            mask = m if mask is None else pc.and_(mask, m)
+        if mask is not None:
+            table = table.filter(pc.fill_null(mask, False))
+        if expression is not None:
+            table = table.filter(expression)
+        return table
+
+    def failures(self) -> pa.Table:
+        """Wrong predictions, most confident first (then by index)."""
+        wrong = self.filter(correct=False)
+        return wrong.sort_by([("score", "descending"), ("index", "ascending")])
+
+    def lowest(self, column: str, n: int = 10) -> pa.Table:
+        """The ``n`` rows with the smallest ``column`` (e.g. a metric, or ``"score"``)."""
+        return self.sort(column).slice(0, n)
+
+
+def open_results(out) -> Results:
+    """Open a results folder written by :func:`nbviz.explain_dataset` (finished or not)."""
+    return Results(out)

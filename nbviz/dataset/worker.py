@@ -1,0 +1,374 @@
+"""What one process does with a batch of images: load, predict, explain, measure, thumbnail.
+
+Both engines run the same :class:`Worker`: the local engine in the calling process, the Ray
+engine inside each actor of its pool. A worker is built once per process and model; every batch
+it sees is padded to the plan's ``batch_size`` (the last image repeated, the copies dropped), so
+each method compiles once per run and every later batch reuses its compiled function (the
+methods cache them on the model's probe, keyed by input shape).
+
+A :class:`Plan` is the picklable description of the work (it travels to Ray actors); a
+:class:`Batch` is what comes back: one entry per item, in the order given, with ``error`` set
+(and zero maps) for items that could not be used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import io
+import warnings
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from nbviz.dataset.source import ImageError, Item, load_image
+
+__all__ = ["MethodSpec", "MetricSpec", "Plan", "Batch", "Worker", "resolve_methods", "resolve_metrics",
+           "TARGETS"]
+
+#: accepted string values of explain_dataset's ``target``
+TARGETS = ("label", "top")
+
+
+# --------------------------------------------------------------------------- methods
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """A method to run: its store name, the table key or the function, keyword arguments, and
+    whether it takes ``layer=``."""
+
+    name: str
+    key: str | None
+    function: Callable | None
+    kwargs: dict
+    takes_layer: bool
+
+    def callable(self) -> Callable:
+        if self.function is not None:
+            return self.function
+        from nbviz.methods import table
+
+        return table.method(self.key).function_object()
+
+
+def resolve_methods(methods, options=None) -> list[MethodSpec]:
+    """Method table keys (rows without a runner) or functions -> :class:`MethodSpec` list.
+
+    ``options``: ``{key: {control name: value}}`` for table rows (checked by the row's controls).
+    """
+    from nbviz.methods import table
+
+    if isinstance(methods, (str, bytes)) or callable(methods):
+        methods = (methods,)
+    methods = tuple(methods)
+    if not methods:
+        raise ValueError("methods must name at least one method")
+    options = dict(options or {})
+    usable = sorted(m.key for m in table.METHODS if m.runner is None)
+    out, names = [], set()
+    for m in methods:
+        if isinstance(m, str):
+            row = table.method(m)  # ValueError with the known keys
+            if row.runner is not None:
+                raise ValueError(
+                    f"method {m!r} is not a map-per-image function: its row runs through the "
+                    f"Explorer's runner {row.runner!r} (it needs a click, a channel or an "
+                    f"optimisation). explain_dataset takes the keys {usable} or a function "
+                    f"fn(model, images, *, target=None, preprocess=None, ...)")
+            spec = MethodSpec(m, m, None, row.kwargs(options.pop(m, {})), "layer" in row.needs)
+        elif callable(m):
+            name = getattr(m, "__name__", None) or type(m).__name__
+            try:
+                params = inspect.signature(m).parameters
+            except (TypeError, ValueError):
+                params = {}
+            missing = [p for p in ("target", "preprocess") if p not in params
+                       and not any(v.kind is v.VAR_KEYWORD for v in params.values())]
+            if missing:
+                raise TypeError(f"method function {name!r} must take keyword arguments target= and "
+                                f"preprocess= (fn(model, images, *, target=None, preprocess=None, ...)); "
+                                f"it lacks {missing}")
+            spec = MethodSpec(name, None, m, dict(options.pop(name, {})), "layer" in params)
+        else:
+            raise TypeError(f"methods must be method table keys ({usable}) or functions; got {m!r}")
+        if spec.name in names:
+            raise ValueError(f"method {spec.name!r} is listed twice")
+        names.add(spec.name)
+        out.append(spec)
+    if options:
+        raise ValueError(f"options name methods that are not run: {sorted(options)}")
+    return out
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    """A metric: its column stem, and a name in :mod:`nbviz.metrics` or a function.
+
+    A metric function is called per image and method as ``f(model, image, attribution, *,
+    target=..., preprocess=...)`` and returns a number, or a result with an ``auc`` attribute
+    (or key): what is stored. For a name ``X_auc`` without such a function, ``X`` is called and
+    its ``auc`` is stored (``"deletion_auc"`` -> ``nbviz.metrics.deletion(...).auc``).
+    """
+
+    name: str
+    function: Callable | None = None
+
+    def callable(self) -> Callable:
+        return self.function if self.function is not None else metric_by_name(self.name)
+
+
+def metric_by_name(name: str) -> Callable:
+    """The metric ``name`` of :mod:`nbviz.metrics`, resolved when first used."""
+    import importlib
+
+    try:
+        module = importlib.import_module("nbviz.metrics")
+    except ImportError as exc:
+        raise ValueError(f"metric {name!r} is looked up in nbviz.metrics, which cannot be imported "
+                         f"here ({exc}); pass a function instead") from None
+    fn = getattr(module, name, None)
+    if callable(fn):
+        return fn
+    if name.endswith("_auc") and callable(getattr(module, name[:-4], None)):
+        return getattr(module, name[:-4])
+    known = sorted(n for n in getattr(module, "__all__", dir(module))
+                   if not n.startswith("_") and callable(getattr(module, n, None)))
+    raise ValueError(f"unknown metric {name!r}: nbviz.metrics has {known} "
+                     f"(a name X_auc takes the auc of X), or pass a function")
+
+
+def resolve_metrics(metrics) -> list[MetricSpec]:
+    if metrics is None:
+        return []
+    if isinstance(metrics, str) or callable(metrics):
+        metrics = (metrics,)
+    out, names = [], set()
+    for m in metrics:
+        if isinstance(m, str):
+            spec = MetricSpec(m)
+            spec.callable()  # unknown names fail now, not after the first shard
+        elif callable(m):
+            spec = MetricSpec(getattr(m, "__name__", None) or type(m).__name__, m)
+        else:
+            raise TypeError(f"metrics must be names in nbviz.metrics or functions; got {m!r}")
+        if spec.name in names:
+            raise ValueError(f"metric {spec.name!r} is listed twice")
+        names.add(spec.name)
+        out.append(spec)
+    return out
+
+
+def metric_value(result) -> float:
+    """The stored number of a metric's result: a number, ``.auc``, or ``["auc"]``."""
+    for get in (lambda r: r.auc, lambda r: r["auc"]):
+        try:
+            result = get(result)
+            break
+        except (AttributeError, KeyError, TypeError, IndexError):
+            pass
+    value = np.asarray(result, dtype=np.float64)
+    if value.shape != ():
+        raise ValueError(f"a metric must give one number per image and method, got shape {value.shape}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything a worker needs besides the model (picklable)."""
+
+    methods: list[MethodSpec]
+    metrics: list[MetricSpec]
+    target: Any
+    layer: Any
+    preprocess: Callable | None
+    size: tuple[int, int]
+    channels: int
+    batch_size: int
+    top_k: int = 5
+    thumbnail_size: int = 64
+    store_images: bool = False
+    image_dtype: str = "uint8"
+    resize: bool = False
+
+
+@dataclasses.dataclass
+class Batch:
+    """Results for a list of items, in their order (``error`` is "" for a good item)."""
+
+    index: np.ndarray          # (n,) int64
+    ids: list
+    paths: list
+    labels: list               # int or None
+    error: list                # str, "" when the item was processed
+    outputs: np.ndarray        # (n, K) float32 model outputs (zeros on error rows)
+    targets: list              # explained class per item (int) or None
+    maps: dict                 # name -> (n, ...) float32
+    metrics: dict              # column -> (n,) float64
+    thumbs: list               # PNG bytes (b"" on error rows)
+    images: np.ndarray | None  # (n, H, W, C) raw pixels when the plan stores them
+
+
+def thumbnail_png(image: np.ndarray, size: int) -> bytes:
+    """A PNG of ``image`` with its longer side at most ``size`` (uint8; other dtypes min-max scaled)."""
+    from PIL import Image
+
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        a = array.astype(np.float64)
+        lo, hi = np.nanmin(a), np.nanmax(a)
+        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+        array = np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
+    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    img.thumbnail((size, size), Image.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)  # thumbnails: encode fast, a few KB anyway
+    return buf.getvalue()
+
+
+class Worker:
+    """Runs a :class:`Plan` on batches of items with one model (see the module docstring)."""
+
+    def __init__(self, model, plan: Plan):
+        from nbviz.methods import core
+        from nbviz.probe import probe
+
+        self.model = model
+        self.plan = plan
+        self.probe = p = probe(model)
+        if p._n_inputs != 1:
+            raise ValueError(f"explain_dataset needs a single-input image model; {model.name!r} has "
+                             f"{p._n_inputs} inputs")
+        self._functions = [(m, m.callable()) for m in plan.methods]
+        self._metrics = [(m, m.callable()) for m in plan.metrics]
+        size = (plan.batch_size, *plan.size, plan.channels)
+
+        def forward(images, extra):
+            return p.forward(images)
+
+        self._forward = core.compiled(p, ("dataset_outputs", size), forward)
+        self._core = core
+        from nbviz.methods.core import explained_shape
+
+        shape = explained_shape(p, None, tuple(plan.size))  # the output's, no forward pass when known
+        self.classes = shape[-1] if len(shape) == 2 else None
+        if plan.target in TARGETS and self.classes is None:
+            raise ValueError(f"target={plan.target!r} needs a class-vector output; the model outputs "
+                             f"shape {shape}")
+        self.output_width = self.classes or 0
+        self.map_shapes = None  # learnt from the first batch (or a batch of zeros, if needed first)
+
+    def _learn_shapes(self):
+        """Map shapes from one batch of zeros (only when a batch holds no usable image at all
+        before any real batch was seen: its rows still need zero maps of the right shape)."""
+        zeros = np.zeros((self.plan.batch_size, *self.plan.size, self.plan.channels), np.float32)
+        outputs = self._predict(zeros)
+        maps = self._explain(zeros, self._targets(outputs, [0] * self.plan.batch_size))
+        self.map_shapes = {k: v.shape[1:] for k, v in maps.items()}
+
+    # ---------------------------------------------------------------- pieces
+
+    def _predict(self, raw: np.ndarray) -> np.ndarray:
+        _, images, _ = self._core.prepare(self.model, raw, self.plan.preprocess)
+        out = self._forward(images, None)
+        return np.asarray(out.numpy(), np.float32)
+
+    def _targets(self, outputs, labels):
+        t = self.plan.target
+        if t is None:
+            return None
+        if t == "top":
+            return np.argmax(outputs, axis=-1).astype(np.int64)
+        if t == "label":
+            return np.asarray(labels, np.int64)
+        return t
+
+    def _explain(self, raw, target) -> dict:
+        out = {}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*the map is zero everywhere.*")
+            for spec, fn in self._functions:
+                kwargs = dict(spec.kwargs)
+                if spec.takes_layer and self.plan.layer is not None:
+                    kwargs["layer"] = self.plan.layer
+                maps = fn(self.model, raw, target=target, preprocess=self.plan.preprocess, **kwargs)
+                maps = np.asarray(maps, np.float32)
+                if maps.shape[0] != raw.shape[0]:
+                    raise ValueError(f"method {spec.name!r} returned {maps.shape[0]} maps for "
+                                     f"{raw.shape[0]} images")
+                out[spec.name] = maps
+        return out
+
+    # ---------------------------------------------------------------- a batch
+
+    def process(self, items: Sequence[Item]) -> Batch:
+        plan = self.plan
+        n = len(items)
+        errors, good, pixels = [""] * n, [], []
+        for i, item in enumerate(items):
+            try:
+                if plan.target == "label" and item.label is None:
+                    raise ImageError("no label, and target='label' explains the labelled class")
+                if item.label is not None and self.classes is not None and not 0 <= item.label < self.classes:
+                    raise ImageError(f"label {item.label} is not a class of the model (0..{self.classes - 1})")
+                image = load_image(item, channels=plan.channels, size=plan.size, resize=plan.resize)
+            except ImageError as exc:
+                errors[i] = str(exc)
+                continue
+            good.append(i)
+            pixels.append(image)
+        width = self.output_width
+        outputs = np.zeros((n, width), np.float32)
+        if self.map_shapes is None and not good:
+            self._learn_shapes()
+        maps = {} if self.map_shapes is None else {
+            k: np.zeros((n, *s), np.float32) for k, s in self.map_shapes.items()}
+        metrics = {f"{mt.name}_{m.name}": np.full(n, np.nan) for m in plan.methods for mt in plan.metrics}
+        targets: list = [None] * n
+        thumbs = [b""] * n
+        images = np.zeros((n, *plan.size, plan.channels), plan.image_dtype) if plan.store_images else None
+        for start in range(0, len(good), plan.batch_size):
+            rows = good[start:start + plan.batch_size]
+            chunk = pixels[start:start + plan.batch_size]
+            raw = np.stack(chunk)
+            pad = plan.batch_size - len(rows)
+            if pad:  # same shape every batch: the compiled functions are reused
+                raw = np.concatenate([raw, np.repeat(raw[-1:], pad, axis=0)])
+            labels = [items[i].label if items[i].label is not None else 0 for i in rows]
+            labels += [labels[-1]] * pad
+            out = self._predict(raw)
+            target = self._targets(out, labels)
+            result = self._explain(raw, target)
+            real = len(rows)
+            if width:
+                outputs[rows] = out[:real]
+            for k, v in result.items():
+                if k not in maps:  # the first batch: now the shapes are known
+                    maps[k] = np.zeros((n, *v.shape[1:]), np.float32)
+                maps[k][rows] = v[:real]
+            for j, i in enumerate(rows):
+                if target is None:
+                    targets[i] = int(np.argmax(out[j])) if width else None
+                else:
+                    targets[i] = int(np.asarray(target).reshape(-1)[j] if np.ndim(target) else target)
+                thumbs[i] = thumbnail_png(chunk[j], plan.thumbnail_size)
+                if images is not None:
+                    images[i] = chunk[j]
+                for spec, fn in self._metrics:
+                    for m in plan.methods:
+                        value = fn(self.model, chunk[j], result[m.name][j],
+                                   target=targets[i], preprocess=plan.preprocess)
+                        metrics[f"{spec.name}_{m.name}"][i] = metric_value(value)
+        if self.map_shapes is None and maps:
+            self.map_shapes = {k: v.shape[1:] for k, v in maps.items()}
+        return Batch(
+            index=np.array([it.index for it in items], np.int64), ids=[it.id for it in items],
+            paths=[it.path for it in items], labels=[it.label for it in items], error=errors,
+            outputs=outputs, targets=targets, maps=maps, metrics=metrics, thumbs=thumbs, images=images)
+

@@ -1,0 +1,220 @@
+"""explain_dataset with the local engine: rows, maps, predictions, errors, resume, progress."""
+
+import io
+import json
+import sys
+import types
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import nbviz
+from nbviz import demo
+from nbviz.dataset import explain_dataset, open_results
+from nbviz.dataset.store import finished_shards
+from tests.conftest import unchanged
+from tests.dataset.conftest import write_pngs
+
+QUIET = {"disable": True}
+
+
+def _close(a, b, rtol=1e-4):
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(1e-6, float(np.abs(b).max())))
+
+
+def test_array_source_every_row_map_and_prediction(demo_model, scenes, tmp_path):
+    n = 80
+    images, labels = scenes.images[:n], scenes.labels[:n]
+    with unchanged(demo_model):
+        r = explain_dataset(demo_model, images, labels=labels, methods=("gradcam", "saliency"),
+                            out=tmp_path / "out", batch_size=16, shard_size=32,
+                            class_names=demo.LABELS, progress=False)
+    assert r.complete and len(r) == n and r.errors.num_rows == 0
+    assert r.table["index"].to_pylist() == list(range(n))
+    assert sorted(finished_shards(r.out)) == [0, 1, 2]  # 32 + 32 + 16
+    probs = demo_model.predict(images, verbose=0)
+    np.testing.assert_array_equal(r.table["prediction"].to_numpy(), probs.argmax(1))
+    np.testing.assert_allclose(r.table["score"].to_numpy(), probs.max(1), rtol=1e-5)
+    np.testing.assert_array_equal(r.table["correct"].to_numpy(), probs.argmax(1) == labels)
+    top = np.array(r.table["top_classes"].to_pylist())
+    np.testing.assert_array_equal(top, np.argsort(-probs, axis=1)[:, :5])
+    assert r.table["label_name"].to_pylist() == [demo.LABELS[l] for l in labels]
+    # the maps are those of direct calls on the same images (batches of 16, as in the run)
+    direct = {name: np.concatenate([getattr(nbviz, name)(demo_model, images[i:i + 16]) for i in range(0, n, 16)])
+              for name in ("gradcam", "saliency")}
+    for i in range(n):
+        for method, maps in direct.items():
+            _close(r.maps(i, method), maps[i])
+    # a single-image call gives the same map, addressed by id
+    _close(r.maps("#7", "gradcam"), nbviz.gradcam(demo_model, images[7]))
+    np.testing.assert_array_equal(r.image(5), images[5])  # arrays are stored: no file to go back to
+    thumb = Image.open(io.BytesIO(r.thumbnail(5)))
+    assert thumb.format == "PNG" and thumb.size == (64, 64)
+    np.testing.assert_array_equal(np.asarray(thumb), images[5])
+    # reading helpers: failures are the wrong predictions, most confident first
+    wrong = r.failures()
+    assert wrong.num_rows == int((probs.argmax(1) != labels).sum())
+    scores = wrong["score"].to_numpy()
+    assert (np.diff(scores) <= 0).all()
+    assert r.filter(label=[0, 1]).num_rows == int(np.isin(labels, [0, 1]).sum())
+    low = r.lowest("score", 3)["score"].to_numpy()
+    np.testing.assert_allclose(low, np.sort(probs.max(1))[:3], rtol=1e-5)
+    assert r.filter(pc.field("score") < 0.5, correct=False).num_rows == int(
+        ((probs.argmax(1) != labels) & (probs.max(1) < 0.5)).sum())
+
+
+def test_folder_errors_labels_and_resize(demo_model, scenes, tmp_path):
+    src = tmp_path / "images"
+    names = write_pngs(src, scenes.images[:12], scenes.labels[:12])
+    Image.fromarray(scenes.images[12]).save(src / "photo.jpg", quality=95)
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))  # header, no image
+    good_png = (src / names[1]).read_bytes()
+    (src / "truncated.png").write_bytes(good_png[: len(good_png) // 2])
+    (src / "notes.txt").write_text("not an image")
+    Image.fromarray(scenes.images[13]).save(src / "anim.gif")
+    Image.fromarray(scenes.images[14][:32, :32]).save(src / "small.png")
+    r = explain_dataset(demo_model, src, methods=("gradcam",), out=tmp_path / "out", batch_size=8,
+                        shard_size=8, progress=False)
+    reasons = dict(zip(r.errors["id"].to_pylist(), r.errors["reason"].to_pylist()))
+    assert set(reasons) == {"broken.png", "truncated.png", "notes.txt", "anim.gif", "small.png"}
+    assert reasons["notes.txt"].startswith("unsupported file type '.txt'")
+    assert reasons["anim.gif"].startswith("unsupported file type '.gif'")
+    assert reasons["broken.png"].startswith("unreadable")
+    assert reasons["truncated.png"].startswith("unreadable")
+    assert reasons["small.png"].startswith("wrong size 32×32")
+    assert len(r) == 13 and len(r) + r.errors.num_rows == 18
+    # labels come from the folder's labels.csv; the JPEG has none
+    by_id = {row["id"]: row for row in r.table.to_pylist()}
+    for k, name in enumerate(names):
+        assert by_id[name]["label"] == scenes.labels[k]
+        _close(r.maps(name, "gradcam"), nbviz.gradcam(demo_model, scenes.images[k]))
+    assert by_id["photo.jpg"]["label"] is None and by_id["photo.jpg"]["correct"] is None
+    np.testing.assert_array_equal(r.image("photo.jpg"), np.asarray(Image.open(src / "photo.jpg")))
+    # resize=True takes the small image in, resampled
+    r2 = explain_dataset(demo_model, src, methods=("gradcam",), out=tmp_path / "out2", resize=True,
+                         progress=False)
+    assert "small.png" in r2.table["id"].to_pylist() and r2.errors.num_rows == 4
+
+
+def test_resume_rewrites_only_missing_shards(demo_model, scenes, tmp_path):
+    import shutil
+
+    images = scenes.images[:48]
+    args = dict(methods=("gradcam",), out=tmp_path / "out", batch_size=16, shard_size=16, progress=False)
+    first = explain_dataset(demo_model, images, **args)
+    before = first.maps(20, "gradcam")
+    shutil.rmtree(tmp_path / "out" / "shards" / "00001")  # as if the run had died in shard 1
+    stale = tmp_path / "out" / "shards" / ".00002.tmp-999999999-deadbeef"  # a killed writer's leftovers
+    stale.mkdir()
+    (tmp_path / "out" / "results.parquet").unlink()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest["complete"] = False
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
+    partial = open_results(tmp_path / "out")  # a dead run's finished shards are readable
+    assert not partial.complete and len(partial) == 32
+    second = explain_dataset(demo_model, images, **args)
+    assert second.manifest["runs"][-1]["shards_written"] == 1
+    assert len(second) == 48 and second.table["index"].to_pylist() == list(range(48))
+    assert not stale.exists()
+    _close(second.maps(20, "gradcam"), before)
+    third = explain_dataset(demo_model, images, **args)  # idempotent: nothing to do
+    assert third.manifest["runs"][-1]["shards_written"] == 0 and len(third) == 48
+    with pytest.raises(ValueError, match="different run.*methods"):
+        explain_dataset(demo_model, images, **{**args, "methods": ("saliency",)})
+    with pytest.raises(ValueError, match="different run"):
+        explain_dataset(demo_model, images[::-1].copy(), **args)
+    redone = explain_dataset(demo_model, images, **{**args, "methods": ("saliency",), "overwrite": True})
+    assert redone.methods == ["saliency"] and len(redone) == 48
+
+
+def test_progress_bar_advances_with_rate(demo_model, scenes, tmp_path):
+    buf = io.StringIO()
+    explain_dataset(demo_model, scenes.images[:48], methods=("gradcam",), out=tmp_path / "out",
+                    batch_size=16, shard_size=16, progress={"file": buf, "mininterval": 0, "miniters": 1, "ascii": True})
+    text = buf.getvalue()
+    states = [s for s in text.replace("\r", "\n").split("\n") if "/48" in s]
+    counts = [int(s.split("/48")[0].split()[-1]) for s in states]
+    assert counts[0] == 0 and counts[-1] == 48 and {16, 32} <= set(counts)
+    assert counts == sorted(counts)
+    assert "img/s" in states[-1]
+
+
+def test_tf_data_source_label_target_and_metric(demo_model, scenes, tmp_path):
+    images, labels = scenes.images[:24], scenes.labels[:24]
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+
+    def mass(model, image, attribution, *, target=None, preprocess=None):
+        assert image.shape == (64, 64, 3) and isinstance(target, int)
+        return float(np.asarray(attribution).sum())
+
+    r = explain_dataset(demo_model, ds, methods=("gradcam",), metrics=(mass,), target="label",
+                        out=tmp_path / "out", batch_size=8, shard_size=16, progress=False)
+    assert r.table["target"].to_pylist() == labels.tolist()
+    direct = nbviz.gradcam(demo_model, images, target=labels)
+    for i in range(24):
+        _close(r.maps(i, "gradcam"), direct[i])
+    np.testing.assert_allclose(r.table["mass_gradcam"].to_numpy(), direct.sum(axis=(1, 2)), rtol=1e-4)
+    np.testing.assert_array_equal(r.image(3), images[3])
+
+
+def test_metric_names_resolve_lazily_from_nbviz_metrics(demo_model, scenes, tmp_path, monkeypatch):
+    class Curve:
+        def __init__(self, auc):
+            self.auc = auc
+
+    def deletion(model, image, attribution, *, target=None, preprocess=None):
+        return Curve(float(np.asarray(attribution).max()))
+
+    fake = types.ModuleType("nbviz.metrics")
+    fake.deletion = deletion
+    fake.__all__ = ["deletion"]
+    monkeypatch.setitem(sys.modules, "nbviz.metrics", fake)
+    r = explain_dataset(demo_model, scenes.images[:8], methods=("gradcam",), metrics=("deletion_auc",),
+                        out=tmp_path / "out", progress=False)
+    np.testing.assert_allclose(r.table["deletion_auc_gradcam"].to_numpy(),
+                               [r.maps(i, "gradcam").max() for i in range(8)])
+    with pytest.raises(ValueError, match=r"unknown metric 'pointing'.*\['deletion'\]"):
+        explain_dataset(demo_model, scenes.images[:8], metrics=("pointing",), out=tmp_path / "o2")
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"methods": ("rf",)}, ValueError, "runner"),
+    ({"methods": ("nope",)}, ValueError, "unknown method 'nope'"),
+    ({"methods": ("gradcam", "gradcam")}, ValueError, "listed twice"),
+    ({"target": "best"}, ValueError, "target must be"),
+    ({"engine": "spark"}, ValueError, "engine must be"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"target": "label"}, ValueError, "needs labels"),
+    ({"options": {"smoothgrad": {"samples": 4}}}, ValueError, "not run"),
+    ({"options": {"occlusion": {"window": 0}}, "methods": ("occlusion",)}, ValueError, "window"),
+])
+def test_bad_arguments_are_named(demo_model, scenes, tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        explain_dataset(demo_model, scenes.images[:4], out=tmp_path / "out", progress=False, **kwargs)
+
+
+def test_out_folder_that_is_not_a_store_is_refused(demo_model, scenes, tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not an nbviz results folder"):
+        explain_dataset(demo_model, scenes.images[:4], out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="refuses to delete"):
+        explain_dataset(demo_model, scenes.images[:4], out=tmp_path, overwrite=True, progress=False)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_a_first_batch_of_only_bad_files(demo_model, scenes, tmp_path):
+    """The first batch (and shard) has no usable image: its rows are errors, the rest runs."""
+    src = tmp_path / "images"
+    src.mkdir()
+    (src / "a1.png").write_bytes(b"garbage")
+    (src / "a2.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    for k in range(3):
+        Image.fromarray(scenes.images[k]).save(src / f"b{k}.png")
+    r = explain_dataset(demo_model, src, methods=("gradcam", "saliency"), out=tmp_path / "out",
+                        batch_size=2, shard_size=2, progress=False)
+    assert r.errors["id"].to_pylist() == ["a1.png", "a2.jpg"] and len(r) == 3
+    for k in range(3):
+        _close(r.maps(f"b{k}.png", "saliency"), nbviz.saliency(demo_model, scenes.images[k]))
