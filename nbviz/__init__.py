@@ -77,6 +77,8 @@ _EXPORTS = {
     # whole datasets (nbviz/dataset/)
     "explain_dataset": "nbviz.dataset",
     "open_results": "nbviz.dataset",
+    # browse a results store, open an image in the Explorer
+    "Gallery": "nbviz.widget.gallery",
 }
 _SUBMODULES = (
     "featvis",
