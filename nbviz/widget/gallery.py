@@ -387,9 +387,9 @@ class Gallery(W.VBox):
         return self._session
 
     def close(self):
-        if self.explorer is not None:
+        if getattr(self, "explorer", None) is not None:
             self.explorer.close()
-        if self._session is not None:
+        if getattr(self, "_session", None) is not None:
             self._session.close()
         super().close()
 
