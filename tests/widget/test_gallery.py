@@ -214,3 +214,19 @@ def test_pure_functions():
     assert page_of(t, 1, 3)["index"].to_pylist() == [3]
     assert caption({"id": "b", "label": 1, "prediction": 0, "correct": False, "m": 0.25}, "m", ["x", "y"]) == \
         "b · label y · pred x ✗ · m 0.25"
+
+
+def test_maps_explaining_the_label_open_with_that_target(model, store, tmp_path):
+    _, images, labels = store
+    out = tmp_path / "label"
+    nbviz.explain_dataset(model, images[:12], labels=labels[:12], methods=("gradcam",), target="label", out=out,
+                          batch_size=12, progress=False)
+    g = Gallery(out, model, show="wrong predictions")
+    key = g.rows["index"][0].as_py()
+    row = g.results.row(key)
+    assert row["target"] == row["label"] != row["prediction"]
+    ex = g.open_image(key).wait(30)
+    assert ex.state.target == row["label"] and "(stored)" in ex.result.note
+    np.testing.assert_array_equal(ex.result.data, g.results.maps(key, "gradcam"))
+    assert g.session.counts["computed"] == 0
+    g.close()
