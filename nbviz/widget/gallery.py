@@ -215,6 +215,7 @@ class Gallery(W.VBox):
         self.explorer = None
         self.state = GalleryState()
         self._selected: pa.Table | None = None
+        self._batch = self._syncing = False
         c = self._controls()
         self.grid = W.GridBox(layout=W.Layout(grid_template_columns=f"repeat({self.columns}, 150px)", grid_gap="6px"))
         self.viewer = W.VBox()
@@ -257,6 +258,8 @@ class Gallery(W.VBox):
                                      for k in sorted(labels)]
 
     def _from_control(self, name, value):
+        if self._syncing:  # the widget follows the state: nothing to do
+            return
         try:
             self.set(**{name: value, **({"page": 0} if name != "page" else {})})
         except ValueError as exc:
@@ -286,10 +289,17 @@ class Gallery(W.VBox):
         elif any(k in values for k in ("sort_by", "descending", "show", "where")):
             new["page"] = 0
         self._selected = rows
-        with self.state.hold_trait_notifications():
-            for k, v in new.items():
-                setattr(self.state, k, v)
+        before = {k: getattr(self.state, k) for k in known}
+        self._batch = True
+        try:
+            with self.state.hold_trait_notifications():
+                for k, v in new.items():
+                    setattr(self.state, k, v)
+        finally:
+            self._batch = False
         self._sync_controls()
+        if before != {k: getattr(self.state, k) for k in known}:
+            self._changed()  # one redraw for all the settings
         return self
 
     @property
@@ -426,16 +436,24 @@ class Gallery(W.VBox):
 
     def _sync_controls(self):
         s = self.state
-        for w, v in ((self.sort_w, s.sort_by), (self.desc_w, s.descending), (self.show_w, s.show),
-                     (self.where_w, s.where)):
-            if w.value != v:
-                with w.hold_trait_notifications():
+        self._syncing = True
+        try:
+            for w, v in ((self.sort_w, s.sort_by), (self.desc_w, s.descending), (self.show_w, s.show),
+                         (self.where_w, s.where)):
+                if w.value != v:
                     try:
                         w.value = v
                     except T.TraitError:
                         pass
+        finally:
+            self._syncing = False
 
     def _on_state(self, change):
+        if not self._batch:  # a trait set directly (g.state.page = 2, the page buttons)
+            self._selected = None
+            self._changed()
+
+    def _changed(self):
         if not self.results.complete:  # a run still going: pick up its new shards
             self.refresh()
             return

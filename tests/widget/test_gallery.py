@@ -99,6 +99,12 @@ def test_pages_cover_the_selection_once(gallery):
     assert gallery.state.page == 2 and len(gallery.grid.children) == 12
     gallery.set(sort_by="score")  # a new order starts at the first page
     assert gallery.state.page == 0
+    gallery.set(sort_by="insertion_auc_gradcam", descending=True, page=2)  # unless a page is given
+    assert gallery.state.page == 2 and gallery.sort_w.value == "insertion_auc_gradcam" and gallery.desc_w.value
+    # the page's controls drive the same state
+    gallery.sort_w.value = "label_name"
+    assert gallery.state.sort_by == "label_name" and gallery.state.page == 0
+    assert gallery.page_rows["label_name"].to_pylist() == sorted(gallery.page_rows["label_name"].to_pylist(), reverse=True)
 
 
 def test_opening_a_tile_shows_the_stored_map_without_recomputing(gallery, store, monkeypatch):
