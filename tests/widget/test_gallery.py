@@ -115,8 +115,9 @@ def test_opening_a_tile_shows_the_stored_map_without_recomputing(gallery, store,
     import nbviz.session.one_pass as one_pass_module
 
     calls = []  # the functions themselves, and the one-pass group that serves both in the Explorer
+    originals = {}
     for module, name in ((gradcam_module, "gradcam"), (gradients_module, "saliency"), (one_pass_module, "gradients")):
-        original = getattr(module, name)
+        original = originals[name] = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name, **k: (calls.append(_n), _f(*a, **k))[1])
     gallery.set(show="wrong predictions", sort_by="insertion_auc_gradcam")
     key = gallery.page_rows["index"][0].as_py()
@@ -128,6 +129,9 @@ def test_opening_a_tile_shows_the_stored_map_without_recomputing(gallery, store,
     results = nbviz.open_results(store[0])
     assert ex.state.method == "gradcam" and "(stored)" in ex.result.note
     np.testing.assert_array_equal(ex.result.data, results.maps(key, "gradcam"))
+    # it is the map of the layer and target the Explorer names (a direct call, outside the count)
+    direct = originals["gradcam"](gallery.session.model, results.image(key), layer=ex.state.layer, target=ex.state.target)
+    np.testing.assert_allclose(ex.result.data, direct, rtol=1e-4, atol=1e-6)
     ex.set(method="saliency").wait(30)
     stored = results.maps(key, "saliency")
     np.testing.assert_array_equal(ex.result.values, reduce_map(stored, table.method("saliency").reduce))
