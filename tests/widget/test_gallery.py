@@ -130,7 +130,8 @@ def test_opening_a_tile_shows_the_stored_map_without_recomputing(gallery, store,
     assert ex.state.method == "gradcam" and "(stored)" in ex.result.note
     np.testing.assert_array_equal(ex.result.data, results.maps(key, "gradcam"))
     # it is the map of the layer and target the Explorer names (a direct call, outside the count)
-    direct = originals["gradcam"](gallery.session.model, results.image(key), layer=ex.state.layer, target=ex.state.target)
+    direct = originals["gradcam"](gallery.session.model, results.image(key), layer=ex.state.layer,
+                                  target=ex.state.target)
     np.testing.assert_allclose(ex.result.data, direct, rtol=1e-4, atol=1e-6)
     ex.set(method="saliency").wait(30)
     stored = results.maps(key, "saliency")
