@@ -78,8 +78,10 @@ _EXPORTS = {
     "open_results": "nbviz.dataset",
     # the widget-free session the Explorer (and other views) build on
     "Session": "nbviz.session",
-
     "CompareView": "nbviz.widget.compare_view",
+
+    # browse a results store, open an image in the Explorer
+    "Gallery": "nbviz.widget.gallery",
 }
 _SUBMODULES = (
     "featvis",
@@ -87,6 +89,7 @@ _SUBMODULES = (
     "methods",
     "probe",
     "widget",
+    "session",
     "callbacks",
     "metrics",
     "sanity",

@@ -34,7 +34,8 @@ def _traits() -> dict:
         "tile_page": T.Int(0, help="page of channel tiles shown"),
     }
     for c in (*METHOD_CONTROLS.values(), *VIEW.values()):
-        traits[c.name] = _TRAIT[c.kind](c.default, help=c.help or c.text)
+        kind = _TRAIT[c.kind] if c.kind != "choice" or all(isinstance(v, str) for v in c.limits) else T.Any
+        traits[c.name] = kind(c.default, help=c.help or c.text)  # T.Any: choices like (None, 16, 32)
     return traits
 
 
