@@ -201,8 +201,8 @@ _LRP = (
             arg="rule", label="rule", help="one rule for every layer, or a composite"),
     Control("epsilon", "log", 1e-6, (1e-9, 1.0, 0.1), label="ε", help="epsilon rule's stabiliser"),
     Control("gamma", "float", 0.25, (0.0, 2.0, 0.05), label="γ", help="gamma rule's boost of positive weights"),
-    Control("alpha", "float", 2.0, (1.0, 4.0, 0.5), label="α", help="alpha-beta rule (β = α - 1 conserves)"),
-    Control("beta", "float", 1.0, (0.0, 3.0, 0.5), label="β"),
+    Control("lrp_alpha", "float", 2.0, (1.0, 4.0, 0.5), arg="alpha", label="α", help="alpha-beta rule (β = α - 1 conserves)"),
+    Control("lrp_beta", "float", 1.0, (0.0, 3.0, 0.5), arg="beta", label="β"),
 )
 
 _TL = frozenset({"target", "layer"})
@@ -305,6 +305,9 @@ def controls() -> dict[str, Control]:
         for c in m.controls:
             if out.setdefault(c.name, c) != c:
                 raise ValueError(f"control {c.name!r} is declared differently by two methods")
+    clash = set(out) & {c.name for c in VIEW_CONTROLS}
+    if clash:
+        raise ValueError(f"method controls {sorted(clash)} clash with the view's own settings")
     return out
 
 
