@@ -47,6 +47,9 @@ def ablationcam(model, image, *, target=None, layer=None, preprocess=None, batch
     """
     batch_size = count("batch_size", batch_size)
     p, images, single = core.prepare(model, image, preprocess)
+    if p.image_input.channels_first:
+        raise ValueError("ablationcam: channels_first models are not supported yet (the ablation "
+                         "zeroes channels on the last axis); use gradcam or scorecam")
     info = p.spatial_layer(layer)
     sel = core.selection(p, target, images, None)
     path = info.path

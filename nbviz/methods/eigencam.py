@@ -20,7 +20,9 @@ Conventions (stated, since the paper leaves them open):
   ``sum_ij M_ij mean_c A_ijc``, is negative (uncentred, like the SVD; when it is zero, when the
   map's sum is negative). For non-negative activations (after a ReLU) ``v1`` can be taken
   non-negative (Perron-Frobenius) and this rule picks exactly that sign, so the map is >= 0.
-  pytorch-grad-cam leaves the sign to the SVD routine.
+  When that sign leaves no positive value (signed activations whose channel mean is negative
+  everywhere, e.g. a convolution before its ReLU), the other sign is taken, so the map is never
+  empty for lack of a sign. pytorch-grad-cam leaves the sign to the SVD routine.
 * then the common CAM tail (:func:`nbviz.methods.cam_tools.finish`): ReLU, bilinear
   upsampling, division by the maximum.
 
@@ -52,6 +54,10 @@ def principal_map(acts: tf.Tensor) -> tf.Tensor:
     sign = tf.sign(tf.reduce_sum(proj * mean, axis=-1))
     sign = tf.where(sign == 0, tf.sign(tf.reduce_sum(proj, axis=-1)), sign)
     sign = tf.where(sign == 0, tf.ones_like(sign), sign)
+    # a layer with signed activations (a convolution before its ReLU) can have a mean activation
+    # below zero everywhere: that rule then leaves nothing positive, and the other sign is kept
+    empty = tf.reduce_max(proj * sign[:, None], axis=-1) <= 0
+    sign = tf.where(empty, -sign, sign)
     return tf.reshape(proj * sign[:, None], shape[:3])
 
 

@@ -61,8 +61,8 @@ def cam_function(p, images, sel, layer: str, plus_plus: bool):
             score = _targets.scores(out, fn, region, channels, top)
         grads = tape.gradient(score, acts)
         if grads is None:
-            raise ValueError(f"the explained score does not depend on layer {layer!r} (it feeds "
-                             f"another output or none); pass a layer on the path to the output")
+            raise ValueError(f"the explained score is not differentiable with respect to layer {layer!r} "
+                             f"(it feeds another output or none); pass a layer on the path to the output")
         return cam_from(acts, grads, size, plus_plus)
 
     key = core.key_of("gradcam_plus_plus" if plus_plus else "gradcam", images, sel, layer)

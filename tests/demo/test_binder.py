@@ -26,7 +26,9 @@ def test_binder_requirements_cover_the_package_and_notebooks():
                 imported |= set(re.findall(r"^\s*(?:import|from) (\w+)", "".join(cell["source"]), re.M))
     assert {"nbviz", "keras", "skimage", "matplotlib"} <= imported
     modules = {"skimage": "scikit-image", "PIL": "pillow", "matplotlib": "matplotlib", "keras": "keras",
-               "numpy": "numpy", "IPython": "jupyterlab", "nbviz": None, "os": None}  # fmt: skip
+               "numpy": "numpy", "IPython": "jupyterlab", "nbviz": None, "os": None, "pathlib": None,
+               "tempfile": None, "pyarrow": "pyarrow", "pandas": "pandas",
+               "tensorboard": "tensorboard"}  # fmt: skip
     assert imported <= set(modules), f"notebooks import {sorted(imported - set(modules))}: add them here and to Binder"
     assert {modules[m] for m in imported if modules[m]} <= have
 
