@@ -135,7 +135,7 @@ def exercise_explorer(page, explorer, artifacts: Path, name: str) -> dict:
     # ---- busy indicator: a computation that is not cached (more SmoothGrad samples) shows it
     method.select_option(label="SmoothGrad")
     poll(page, lambda: status.text_content().startswith("SmoothGrad"), what="SmoothGrad")
-    samples = explorer.locator(".widget-slider", has_text="samples").locator(".widget-readout")
+    samples = explorer.locator(".widget-slider:visible", has_text="samples").locator(".widget-readout")
     samples.fill("63")
     samples.press("Enter")
     seen_busy = poll(page, lambda: (lambda t: t if "computing SmoothGrad" in t else None)(busy.text_content()),
@@ -160,8 +160,12 @@ def exercise_explorer(page, explorer, artifacts: Path, name: str) -> dict:
             return text.lower().startswith(row.label.lower()) and busy.text_content().strip() == ""
 
         poll(page, shown, what=f"{row.label} in the status")
-        # its map is painted over the picture (a method run on demand first clears the overlay)
-        reference = previous if row.on_demand else before
+        # its map is painted over the picture; a method run on demand waits for Run (feature
+        # visualisation is run further down) and first clears the overlay
+        reference = previous if row.key == "featvis" else before
+        if row.on_demand and row.key != "featvis":
+            explorer.get_by_role("button", name="Run").click()
+            poll(page, shown, what=f"{row.label} computed")
 
         def painted():
             a = shot(canvas)
