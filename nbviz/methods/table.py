@@ -261,13 +261,6 @@ METHODS: tuple[Method, ...] = (
     # perturbation
     Method("occlusion", "occlusion", "nbviz.methods.occlusion:occlusion", "signed", "perturbation",
            controls=(_WINDOW, _STRIDE), progressive=True, cite="Zeiler & Fergus 2014"),
-    # features
-    Method("activations", "activations", "nbviz.methods.activations:activations", "unsigned", "features",
-           needs=frozenset({"layer", "channel"}), one_pass="gradients",
-           runner="nbviz.session.runners:activation_channel"),
-    Method("featvis", "feature visualisation", "nbviz.featvis:render", "picture", "features",
-           needs=frozenset({"layer", "channel"}), controls=_ASCENT, on_demand=True,
-           runner="nbviz.session.runners:feature_visualisation", cite="Olah et al. 2017"),
     # issue 16 (methods helper): more CAMs, VarGrad, gradient × input, RISE
     Method("layercam", "Layer-CAM", "nbviz.methods.layercam:layercam", "unsigned", "CAM", needs=_TL,
            layers="differentiable", cite="Jiang et al. 2021"),
@@ -283,6 +276,13 @@ METHODS: tuple[Method, ...] = (
            "gradient", reduce="sum", cite="Shrikumar et al. 2016"),
     Method("rise", "RISE", "nbviz.methods.rise:rise", "unsigned", "perturbation",
            controls=_RISE, on_demand=True, cite="Petsiuk et al. 2018"),
+    # features
+    Method("activations", "activations", "nbviz.methods.activations:activations", "unsigned", "features",
+           needs=frozenset({"layer", "channel"}), one_pass="gradients",
+           runner="nbviz.session.runners:activation_channel"),
+    Method("featvis", "feature visualisation", "nbviz.featvis:render", "picture", "features",
+           needs=frozenset({"layer", "channel"}), controls=_ASCENT, on_demand=True,
+           runner="nbviz.session.runners:feature_visualisation", cite="Olah et al. 2017"),
 )
 
 _BY_KEY = {m.key: m for m in METHODS}
