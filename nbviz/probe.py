@@ -93,6 +93,9 @@ class ImageInput:
     channels: int
     dtype: str
     channels_first: bool = False
+    #: the size comes from the model's Input layer (Functional / Sequential), not from a build
+    #: or a first call (subclassed) or ``input_shape=``: views resize pictures to a declared size
+    declared: bool = False
 
     @property
     def shape(self) -> tuple[int | None, int | None, int]:
@@ -312,6 +315,7 @@ class Probe:
     # ---------------------------------------------------------------- the image input
 
     def _input_specs(self, input_shape) -> list[tuple[str, tuple, str]]:
+        self._declared = False
         if input_shape is not None:
             shape = tuple(input_shape)
             if len(shape) == 3:
@@ -322,6 +326,7 @@ class Probe:
         except (AttributeError, ValueError):
             inputs = None
         if inputs:
+            self._declared = True
             return [(_input_name(t, i), tuple(t.shape), str(getattr(t, "dtype", "float32")))
                     for i, t in enumerate(inputs)]
         shapes = getattr(self.model, "_build_shapes_dict", None)
@@ -363,7 +368,8 @@ class Probe:
         if channels is None:
             raise ValueError(f"input {iname!r} of {self.model.name!r} has no fixed channel count: {shape}")
         h, w = shape[1], shape[2]
-        return ImageInput(iname, index, h, w, int(channels), dtype, channels_first=first)
+        return ImageInput(iname, index, h, w, int(channels), dtype, channels_first=first,
+                          declared=self._declared and h is not None and w is not None)
 
     def _channels_first(self) -> bool:
         """Whether the model's first spatial layer (convolution, pooling, padding, ...) reads

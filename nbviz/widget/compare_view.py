@@ -49,7 +49,7 @@ from nbviz.session import Result, Session, check_point, clean_error
 from nbviz.widget import compare_panes as cp
 from nbviz.widget import frames
 from nbviz.widget.canvas import PAINT_LOCK, put_rgba
-from nbviz.widget.images import fit_image, load_image
+from nbviz.widget.images import for_model, load_image
 
 __all__ = ["CompareView", "Pane"]
 
@@ -249,9 +249,7 @@ class CompareView(W.VBox):
             raw = load_image(image)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"CompareView image: {exc}") from None
-        spec = self.probe.image_input
-        size = (spec.height, spec.width) if spec.height and spec.width else None
-        img = fit_image(raw, size, spec.channels)
+        img = for_model(raw, self.probe)
         from nbviz import metrics as _metrics
 
         if box is not None and mask is not None:

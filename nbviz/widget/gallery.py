@@ -342,7 +342,7 @@ class Gallery(W.VBox):
     def open_image(self, key):
         """Show the Explorer on image ``key`` (source index or id) below the grid, its stored
         map at once; returns the Explorer."""
-        from nbviz.widget.images import fit_image, load_image
+        from nbviz.widget.images import for_model, load_image
         from nbviz.widget.view import Explorer
 
         results = self.results
@@ -351,9 +351,7 @@ class Gallery(W.VBox):
         cfg = results.manifest["config"]
         target = None if cfg.get("target") in (None, "top") else row["target"]
         maps = {m: results.maps(key, m) for m in results.methods if (results.manifest.get("displays") or {}).get(m)}
-        spec = session.probe.image_input
-        size = (spec.height, spec.width) if spec.height and spec.width else None
-        image = fit_image(load_image(results.image(key)), size, spec.channels)
+        image = for_model(load_image(results.image(key)), session.probe)
         layer = cfg.get("layer") or session.probe.spatial_layer().path
         options = cfg.get("method_options") or {}
         iid = session.add_stored(image, maps, layer=layer, target=target, options=options)

@@ -1,8 +1,9 @@
 """Images for the Explorer: from an array, a PIL image, a file path or a FileUpload value.
 
 Every source becomes an ``H×W×C`` numpy array with the model's channel count (RGB or gray):
-grayscale is repeated to RGB, an alpha channel is dropped, and when the model has a fixed input
-size the image is resized to it (bilinear). uint8 images stay uint8; other numeric images become
+grayscale is repeated to RGB, an alpha channel is dropped, and (:func:`for_model`) the image keeps
+its size when the model runs at it, unless the model declares a fixed size in its Input layer;
+otherwise it is resized to the model's size (bilinear). uint8 images stay uint8; other numeric images become
 float32 without rescaling, so pixel values keep meaning what the model expects.
 """
 
@@ -13,7 +14,7 @@ import os
 
 import numpy as np
 
-__all__ = ["load_image", "fit_image"]
+__all__ = ["load_image", "fit_image", "for_model"]
 
 _ACCEPTED = "a numpy array (H×W, H×W×1/3/4), a PIL image, a file path, PNG/JPEG bytes or a FileUpload value"
 
@@ -105,3 +106,15 @@ def fit_image(image: np.ndarray, size=None, channels: int = 3) -> np.ndarray:
     elif channels not in (1, 3):
         raise ValueError(f"the Explorer shows images with 1 or 3 channels; the model expects {channels}")
     return a
+
+
+def for_model(image: np.ndarray, probe) -> np.ndarray:
+    """``image`` as the views show it to ``probe``'s model: at its own size when the model runs at
+    that size and does not declare a fixed one in an Input layer (any-size fully convolutional and
+    subclassed models), else resized to the model's input size; channels as the model takes them."""
+    a = np.asarray(image)
+    spec = probe.image_input
+    size = None
+    if spec.height and spec.width and (spec.declared or not probe.accepts(*a.shape[:2])):
+        size = (spec.height, spec.width)
+    return fit_image(a, size, spec.channels)

@@ -22,7 +22,7 @@ from nbviz.session import Result, Session, check_point, clean_error
 from nbviz.widget import frames
 from nbviz.widget.canvas import LayeredCanvas
 from nbviz.widget.controls import TOP, Controls
-from nbviz.widget.images import fit_image, load_image
+from nbviz.widget.images import for_model, load_image
 from nbviz.widget.labels import class_names, top_predictions
 from nbviz.widget.output_view import OutputView
 from nbviz.widget.snapshot import HIDE_SNAPSHOT_CSS, Snapshot
@@ -40,8 +40,9 @@ class Explorer(W.VBox):
     ``Explorer(model=None, image=None, *, labels=None, preprocess=None, session=None, timeline=None,
     compare=None, dictionary=False)``: with no
     model the bundled demo model and one of its images are used. ``image``: numpy array, PIL
-    image, file path or a FileUpload value; resized to the model's input when it has a fixed
-    size. ``preprocess`` maps the image into the model's input space (e.g.
+    image, file path or a FileUpload value; kept at its size when the model runs at it (any-size
+    and subclassed models), resized to the model's input when the model declares a fixed size in
+    its Input layer or does not run at the image's size. ``preprocess`` maps the image into the model's input space (e.g.
     ``keras.applications.mobilenet_v2.preprocess_input``); ``labels`` names the classes;
     ``session``: an existing :class:`~nbviz.session.Session` of the same model to share its
     cache with other views. Panels shown below the Explorer: ``timeline``, the folder of a run
@@ -285,9 +286,7 @@ class Explorer(W.VBox):
             raw = load_image(source)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"Explorer image: {exc}") from None
-        spec = self.probe.image_input
-        size = (spec.height, spec.width) if spec.height and spec.width else None
-        return fit_image(raw, size, spec.channels)
+        return for_model(raw, self.probe)
 
     def _set_image_array(self, image):
         self.image = image

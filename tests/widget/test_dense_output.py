@@ -197,18 +197,22 @@ def test_classifier_has_no_output_panel(image):
         e.close()
 
 
-def test_any_size_fcn_with_a_smaller_output_map(assert_unchanged):
-    """A subclassed FCN built at 64: a 32×32×2 map at stride 2 (K = 2 channels, not softmax: the
-    top channel is shown on viridis); output cells are not input pixels."""
+@pytest.mark.parametrize("size", [64, 96])
+def test_any_size_fcn_with_a_smaller_output_map(size, assert_unchanged):
+    """A subclassed FCN built at 64: a (size/2)²×2 map at stride 2 (K = 2 channels, not softmax: the
+    top channel is shown on viridis); output cells are not input pixels. At 96 (not its build
+    size) the picture keeps its size: the model runs at it (issue 14)."""
     model, _ = zoo.sub_fcn()
-    img = (zoo.image(64, seed=5) * 255).astype(np.uint8)
+    img = (zoo.image(size, seed=5) * 255).astype(np.uint8)
     with assert_unchanged(model):
         e = Explorer(model, img)
         try:
             view = e.output_view
-            assert view.output.shape == (32, 32, 2) and (view.geometry.h, view.geometry.w) == (32, 32)
+            half = size // 2
+            assert e.image.shape == (size, size, 3)
+            assert view.output.shape == (half, half, 2) and (view.geometry.h, view.geometry.w) == (half, half)
             top = view.top_channel(None)
-            np.testing.assert_array_equal(view.frame()[::view.geometry.H // 32, ::view.geometry.W // 32],
+            np.testing.assert_array_equal(view.frame()[::view.geometry.H // half, ::view.geometry.W // half],
                                           output_rgba(view.output, top, classes=False))
             e.set(method="saliency").wait()
             view.channel.value = TOP
@@ -220,8 +224,22 @@ def test_any_size_fcn_with_a_smaller_output_map(assert_unchanged):
             want = saliency(model, img, target=targets.point(*cell)).sum(-1)
             assert np.abs(want).max() > 0
             np.testing.assert_allclose(e.result.data, want, rtol=1e-5, atol=1e-7)
-            assert view.rf_box() == receptive_field(model, "score", input_shape=(64, 64)).box(cell)
-            assert e.frame().shape[:2] == (e.geometry.H, e.geometry.W) and e.geometry.h == 64
+            assert view.rf_box() == receptive_field(model, "score", input_shape=(size, size)).box(cell)
+            assert e.frame().shape[:2] == (e.geometry.H, e.geometry.W) and e.geometry.h == size
+        finally:
+            e.close()
+
+
+def test_declared_input_size_still_resizes_the_picture():
+    """A functional model whose Input layer declares 32×32 runs at 48 (global pooling), but the
+    Explorer shows the picture at the declared size; an any-size Input keeps the picture's size."""
+    for shape, want in (((32, 32, 3), (32, 32)), ((None, None, 3), (48, 48))):
+        inp = keras.Input(shape)
+        x = keras.layers.Conv2D(2, 3, activation="relu")(inp)
+        model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+        e = Explorer(model, (zoo.image(48, seed=1) * 255).astype(np.uint8))
+        try:
+            assert e.image.shape[:2] == want
         finally:
             e.close()
 
