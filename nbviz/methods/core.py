@@ -10,6 +10,7 @@ on the model's :class:`~nbviz.probe.Probe`, so :func:`nbviz.probe.clear_cache` c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from typing import Callable
 
@@ -20,7 +21,7 @@ from nbviz.methods import targets as _targets
 from nbviz.probe import Probe, probe
 
 __all__ = ["prepare", "explained_shape", "layer_path", "selection", "explain", "key_of", "extra_tensors",
-           "compiled", "gradient_function", "balanced", "numpy_maps", "as_baseline"]
+           "compiled", "gradient_function", "LayerPass", "layer_pass", "balanced", "numpy_maps", "as_baseline"]
 
 
 def prepare(model, image, preprocess) -> tuple[Probe, tf.Tensor, bool]:
@@ -170,6 +171,40 @@ def gradient_function(p: Probe, purpose: str, images: tf.Tensor, sel: _targets.S
         return tape.gradient(score, images)
 
     return compiled(p, key_of(purpose, images, sel, layer), gradient)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerPass:
+    """What :func:`layer_pass` gives, as tensors of the traced function."""
+
+    out: tf.Tensor            # the model output explained: logits when a softmax was dropped
+    softmax: bool             # whether the model's final softmax was dropped from ``out``
+    acts: tf.Tensor           # A, the layer's activations (float32)
+    score: tf.Tensor          # S, (N,) the explained score
+    grads: tf.Tensor          # dS/dA (float32)
+    d_images: tf.Tensor | None  # dS/dx when asked for
+
+
+def layer_pass(p: Probe, images, layer: str, sel_fn, region, channels, top, extra, *,
+               wrt_images: bool = False) -> LayerPass:
+    """Inside a traced function: one forward pass with ``layer`` captured, the explained score,
+    and its gradient with respect to the layer (and the images when ``wrt_images``). The shared
+    first step of Grad-CAM, Grad-CAM++, Layer-CAM, the semantic dictionary and
+    :mod:`nbviz.methods.gradient_pass`."""
+    with tf.GradientTape() as tape:
+        if wrt_images:
+            tape.watch(images)
+        with p.capture(layer) as captured, p.logits() as dropped:
+            out = p.forward(images, extra_inputs=extra)
+        acts = captured[layer]
+        acts = acts[0] if isinstance(acts, (list, tuple)) else acts
+        score = _targets.scores(out, sel_fn, region, channels, top)
+    grads = tape.gradient(score, [acts, images] if wrt_images else [acts])
+    if grads[0] is None:
+        raise ValueError(f"the explained score is not differentiable with respect to layer {layer!r} "
+                         f"(it feeds another output or none); pass a layer on the path to the output")
+    return LayerPass(out, bool(dropped), tf.cast(acts, tf.float32), score, tf.cast(grads[0], tf.float32),
+                     grads[1] if wrt_images else None)
 
 
 def balanced(count: int, batch_size: int) -> int:

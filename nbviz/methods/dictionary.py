@@ -146,21 +146,13 @@ def _function(p, images, sel, layer: str):
     fn = sel.fn
 
     def forward_backward(images, region, channels, top, extra):
-        with tf.GradientTape() as tape:
-            with p.capture(layer) as captured, p.logits():
-                out = p.forward(images, extra_inputs=extra)
-            acts = captured[layer]
-            acts = acts[0] if isinstance(acts, (list, tuple)) else acts
-            score = _targets.scores(out, fn, region, channels, top)
-        grads = tape.gradient(score, acts)
-        if grads is None:
-            raise ValueError(f"the explained score does not depend on layer {layer!r}")
+        lp = core.layer_pass(p, images, layer, fn, region, channels, top, extra)
         if fn is None:
-            weights = _targets.resolve_channels(out, region, channels, top)
+            weights = _targets.resolve_channels(lp.out, region, channels, top)
             chosen = tf.argmax(weights, axis=-1, output_type=tf.int32)
         else:
-            chosen = -tf.ones(tf.shape(score), tf.int32)
-        return tf.cast(acts, tf.float32), tf.cast(grads, tf.float32), score, chosen
+            chosen = -tf.ones(tf.shape(lp.score), tf.int32)
+        return lp.acts, lp.grads, lp.score, chosen
 
     return core.compiled(p, core.key_of("dictionary", images, sel, layer), forward_backward)
 

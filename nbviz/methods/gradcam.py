@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from nbviz.methods import core
-from nbviz.methods import targets as _targets
 from nbviz.methods.guided import guided_backprop
 
 __all__ = ["gradcam", "gradcam_plus_plus", "guided_gradcam"]
@@ -53,17 +52,8 @@ def cam_function(p, images, sel, layer: str, plus_plus: bool):
     size = tuple(images.shape[1:3])
 
     def cam(images, region, channels, top, extra):
-        with tf.GradientTape() as tape:
-            with p.capture(layer) as captured, p.logits():
-                out = p.forward(images, extra_inputs=extra)
-            acts = captured[layer]
-            acts = acts[0] if isinstance(acts, (list, tuple)) else acts
-            score = _targets.scores(out, fn, region, channels, top)
-        grads = tape.gradient(score, acts)
-        if grads is None:
-            raise ValueError(f"the explained score is not differentiable with respect to layer {layer!r} "
-                             f"(it feeds another output or none); pass a layer on the path to the output")
-        return cam_from(acts, grads, size, plus_plus)
+        lp = core.layer_pass(p, images, layer, fn, region, channels, top, extra)
+        return cam_from(lp.acts, lp.grads, size, plus_plus)
 
     key = core.key_of("gradcam_plus_plus" if plus_plus else "gradcam", images, sel, layer)
     return core.compiled(p, key, cam)

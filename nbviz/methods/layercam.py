@@ -23,7 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from nbviz.methods import core
-from nbviz.methods import targets as _targets
 from nbviz.methods.cam_tools import finish
 
 __all__ = ["layercam"]
@@ -46,15 +45,8 @@ def layercam(model, image, *, target=None, layer=None, preprocess=None,
     size = tuple(images.shape[1:3])
 
     def cam(images, region, channels, top, extra):
-        with tf.GradientTape() as tape:
-            with p.capture(path) as captured, p.logits():
-                out = p.forward(images, extra_inputs=extra)
-            acts = captured[path]
-            acts = acts[0] if isinstance(acts, (list, tuple)) else acts
-            score = _targets.scores(out, fn, region, channels, top)
-        grads = tf.cast(tape.gradient(score, acts), tf.float32)
-        low = tf.reduce_sum(tf.nn.relu(grads) * tf.cast(acts, tf.float32), axis=-1)
-        return finish(low, size)
+        lp = core.layer_pass(p, images, path, fn, region, channels, top, extra)
+        return finish(tf.reduce_sum(tf.nn.relu(lp.grads) * lp.acts, axis=-1), size)
 
     f = core.compiled(p, core.key_of("layercam", images, sel, path), cam)
     maps = f(images, *sel.tensors, core.extra_tensors(p, extra_inputs))
