@@ -50,7 +50,7 @@ class RayExplainer:
         out = {"index": result.index, "error": np.array(result.error, dtype=object),
                "outputs": result.outputs,
                "target": np.array([-1 if t is None else t for t in result.targets], np.int64),
-               "thumb": np.array(result.thumbs, dtype=object)}
+               "thumb": result.thumbs}
         for name, maps in result.maps.items():
             out[f"map:{name}"] = maps
         for name, values in result.metrics.items():
@@ -69,7 +69,7 @@ def _batch(columns: dict, items: dict) -> Batch:
         targets=[None if t < 0 else int(t) for t in columns["target"]],
         maps={k[4:]: np.asarray(v, np.float32) for k, v in columns.items() if k.startswith("map:")},
         metrics={k[7:]: np.asarray(v, np.float64) for k, v in columns.items() if k.startswith("metric:")},
-        thumbs=[bytes(t) for t in columns["thumb"]], images=columns.get("images"))
+        thumbs=np.asarray(columns["thumb"], np.uint8), images=columns.get("images"))
 
 
 def run_ray(model_spec, plan, source, pending, assembler, bar, *, address=None, num_actors=1,

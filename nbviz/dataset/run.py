@@ -59,9 +59,15 @@ def _describe(fn) -> str | None:
 
 
 class Assembler:
-    """Gathers per-item results into shards and writes each shard once it is complete."""
+    """Gathers per-item results into shards and writes each shard once it is complete.
+
+    Shards are written on one background thread, in order, while the next batches compute (the
+    compression and file writes release the GIL); :meth:`close` waits for the writes in flight
+    and raises the first write error. ``write_s`` is the writing thread's time."""
 
     def __init__(self, store, pending, write_kwargs):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.store = store
         self.shard_size = store.manifest["shard_size"]
         self.buffers: dict[int, list[Batch]] = {k: [] for k in pending}
@@ -69,8 +75,14 @@ class Assembler:
         self.write_kwargs = write_kwargs
         self.write_s = 0.0
         self.written: list[int] = []
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbviz-store")
+        self._futures: list = []
+        self.first_at: float | None = None  # perf_counter() when the first batch came back
 
     def add(self, batch: Batch) -> None:
+        self._raise_failed()
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
         shards = batch.index // self.shard_size
         for k in np.unique(shards):
             k = int(k)
@@ -80,15 +92,31 @@ class Assembler:
             self.counts[k] += len(rows)
             if self.counts[k] == len(self.store.shard_range(k)):
                 whole = _concat(self.buffers.pop(k))
-                self.write_s += self.store.write_shard(k, whole, **self.write_kwargs)
-                self.written.append(k)
+                self._futures.append(self._writer.submit(self._write, k, whole))
+
+    def _write(self, k: int, whole: Batch) -> None:
+        self.write_s += self.store.write_shard(k, whole, **self.write_kwargs)
+        self.written.append(k)
+
+    def _raise_failed(self) -> None:
+        for f in [f for f in self._futures if f.done()]:
+            self._futures.remove(f)
+            f.result()  # a write error stops the run here
+
+    def close(self) -> None:
+        """Wait for every shard handed over (also when the run is being interrupted: a complete
+        shard is never thrown away), then raise the first write error, if any."""
+        self._writer.shutdown(wait=True)
+        futures, self._futures = self._futures, []
+        for f in futures:
+            f.result()
 
 
 def _take(b: Batch, rows) -> Batch:
     pick = lambda seq: [seq[i] for i in rows]  # noqa: E731
     return Batch(b.index[rows], pick(b.ids), pick(b.paths), pick(b.labels), pick(b.error), b.outputs[rows],
                  pick(b.targets), {k: v[rows] for k, v in b.maps.items()},
-                 {k: v[rows] for k, v in b.metrics.items()}, pick(b.thumbs),
+                 {k: v[rows] for k, v in b.metrics.items()}, b.thumbs[rows],
                  None if b.images is None else b.images[rows])
 
 
@@ -101,7 +129,7 @@ def _concat(parts: Sequence[Batch]) -> Batch:
                   cat("error"), np.concatenate([p.outputs for p in parts]), cat("targets"),
                   {k: np.concatenate([p.maps[k] for p in parts]) for k in parts[0].maps},
                   {k: np.concatenate([p.metrics[k] for p in parts]) for k in parts[0].metrics},
-                  cat("thumbs"),
+                  np.concatenate([p.thumbs for p in parts]),
                   None if parts[0].images is None else np.concatenate([p.images for p in parts]))
     order = np.argsort(b.index, kind="stable")
     return b if (order == np.arange(len(order))).all() else _take(b, order)
@@ -251,8 +279,15 @@ def explain_dataset(model, source, *, methods=("gradcam",), metrics=(), target=N
                 run_ray(model_spec, plan, src, pending, assembler, bar, address=ray_address,
                         num_actors=num_actors, num_gpus_per_actor=num_gpus_per_actor,
                         num_cpus_per_actor=num_cpus_per_actor)
-        finally:
+        except BaseException:
             bar.close()
+            try:  # keep the shards already complete; the run's own error is the one raised
+                assembler.close()
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+        bar.close()
+    assembler.close()
     t_final = time.perf_counter()
     rows, errors = st.finalize(_store.results_schema(metric_columns, config["class_names"] is not None))
     t_end = time.perf_counter()
@@ -260,6 +295,7 @@ def explain_dataset(model, source, *, methods=("gradcam",), metrics=(), target=N
         "engine": engine, "started_at": time.time() - (t_end - t_start), "shards_written": len(assembler.written),
         "images": sum(len(st.shard_range(k)) for k in assembler.written), "wall_s": t_end - t_start,
         "setup_s": t_work - t_start, "work_s": t_final - t_work, "write_s": assembler.write_s,
+        "first_batch_s": None if assembler.first_at is None else assembler.first_at - t_work,
         "finalize_s": t_end - t_final, "batch_size": batch_size,
         "num_actors": num_actors if engine == "ray" else None})
     st.save_manifest()

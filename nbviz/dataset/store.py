@@ -12,8 +12,8 @@ Layout of ``out/``::
         maps.zarr/           Zarr v3 group: one float32 array per method, (n, H, W[, C]), chunks
                              of about 256 KiB (one image at 224 px, 16 at 64 px) inside one Zarr
                              shard (a single file per array), Blosc-LZ4 compressed; "images"
-                             (the pixels) for sources without files
-        thumbs.parquet       index and PNG bytes of small thumbnails (longer side <= thumbnail_size)
+                             (the pixels) for sources without files; "thumbs", uint8
+                             thumbnails (longer side <= thumbnail_size; PNG made when read)
         shard.json           its row/error counts and timings, written last
 
 A shard is built under ``shards/.<k>.tmp-<pid>-<random>/`` and renamed to ``shards/<k>/`` with
@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 
 __all__ = ["Store", "Results", "open_results", "FORMAT"]
 
-FORMAT = "nbviz-results/1"
+FORMAT = "nbviz-results/2"  # 2: thumbnails in maps.zarr, not PNG bytes in thumbs.parquet
 SHARDS = "shards"
 
 
@@ -185,7 +185,7 @@ class Store:
         # LZ4 with byte shuffle: about 4x faster to write than zstd with bit shuffle, and only
         # somewhat larger (measured on Grad-CAM maps: 0.51 vs 0.33 of the raw size)
         compressor = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
-        arrays = dict(batch.maps)
+        arrays = {**batch.maps, "thumbs": batch.thumbs}
         if batch.images is not None:
             arrays["images"] = batch.images
         for name, data in arrays.items():
@@ -195,15 +195,12 @@ class Store:
                 # chunks of about 256 KiB (at least one image): reading one image's map decodes
                 # its chunk only; all chunks in one Zarr shard, i.e. one file per array
                 per_image = max(1, data[0].nbytes)
-                k = int(max(1, min(shape[0], (1 << 18) // per_image)))
-                chunks = (k, *shape[1:])
-                shards = (k * -(-shape[0] // k), *shape[1:])
+                per_chunk = int(max(1, min(shape[0], (1 << 18) // per_image)))
+                chunks = (per_chunk, *shape[1:])
+                shards = (per_chunk * -(-shape[0] // per_chunk), *shape[1:])
                 group.create_array(name, data=data, chunks=chunks, shards=shards, compressors=compressor)
             else:
                 group.create_array(name, shape=shape, dtype=data.dtype, chunks=(1, *shape[1:]))
-        thumbs = pa.table({"index": pa.array([int(batch.index[i]) for i in good], pa.int64()),
-                           "png": pa.array([batch.thumbs[i] for i in good], pa.binary())})
-        pq.write_table(thumbs, tmp / "thumbs.parquet", compression="none")
         seconds = time.perf_counter() - t0
         info = {"shard": k, "rows": len(good), "errors": len(bad), "first": expected[0],
                 "last": expected[-1], "write_s": seconds, "written_at": time.time()}
@@ -335,7 +332,6 @@ class Results:
             self.table, self.errors = read_union(self.out)
         self._positions: dict | None = None
         self._arrays: dict = {}
-        self._thumbs: dict = {}
 
     # ---------------------------------------------------------------- description
 
@@ -391,7 +387,7 @@ class Results:
 
             group = zarr.open_group(self.out / SHARDS / f"{shard:05d}" / "maps.zarr", mode="r")
             if name not in group:
-                known = [n for n in group.array_keys() if n != "images"]
+                known = [n for n in group.array_keys() if n not in ("images", "thumbs")]
                 raise KeyError(f"no stored {name!r} here; stored methods: {known}")
             hit = self._arrays[(shard, name)] = group[name]
         return hit
@@ -414,12 +410,15 @@ class Results:
 
     def thumbnail(self, key) -> bytes:
         """PNG bytes of the image's thumbnail (ready for ``ipywidgets.Image(value=...)``)."""
+        import io
+
+        from PIL import Image
+
         r = self.row(key)
-        thumbs = self._thumbs.get(r["shard"])
-        if thumbs is None:  # one small file per shard, read once
-            table = pq.read_table(self.out / SHARDS / f"{r['shard']:05d}" / "thumbs.parquet")
-            thumbs = self._thumbs[r["shard"]] = dict(zip(table["index"].to_pylist(), table["png"].to_pylist()))
-        return thumbs[r["index"]]
+        pixels = np.asarray(self._array(r["shard"], "thumbs")[r["row"]])
+        buf = io.BytesIO()
+        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buf, format="PNG")
+        return buf.getvalue()
 
     # ---------------------------------------------------------------- sort and filter
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import io
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -211,25 +210,36 @@ class Batch:
     targets: list              # explained class per item (int) or None
     maps: dict                 # name -> (n, ...) float32
     metrics: dict              # column -> (n,) float64
-    thumbs: list               # PNG bytes (b"" on error rows)
+    thumbs: np.ndarray         # (n, th, tw, C) uint8 thumbnails (zeros on error rows)
     images: np.ndarray | None  # (n, H, W, C) raw pixels when the plan stores them
 
 
-def thumbnail_png(image: np.ndarray, size: int) -> bytes:
-    """A PNG of ``image`` with its longer side at most ``size`` (uint8; other dtypes min-max scaled)."""
-    from PIL import Image
+def thumbnail_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(th, tw): the longer side at most ``size``, the aspect ratio kept; small images unchanged."""
+    if max(height, width) <= size:
+        return int(height), int(width)
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
-    array = np.asarray(image)
-    if array.dtype != np.uint8:
-        a = array.astype(np.float64)
-        lo, hi = np.nanmin(a), np.nanmax(a)
-        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-        array = np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
-    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    img.thumbnail((size, size), Image.BILINEAR)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)  # thumbnails: encode fast, a few KB anyway
-    return buf.getvalue()
+
+def thumbnails(images: np.ndarray, size: int) -> np.ndarray:
+    """Thumbnails of a batch ``(n, H, W, C)`` as uint8 ``(n, th, tw, C)``, all at once: area
+    averaging (:func:`tf.image.resize`, ``method="area"``); non-uint8 images min-max scaled
+    per image first. Images no larger than ``size`` are kept as they are."""
+    a = np.asarray(images)
+    if a.dtype != np.uint8:
+        a = a.astype(np.float64)
+        lo = np.nanmin(a, axis=(1, 2, 3), keepdims=True)
+        span = np.nanmax(a, axis=(1, 2, 3), keepdims=True) - lo
+        a = np.where(span > 0, (a - lo) / np.where(span > 0, span, 1), 0.0)
+        a = np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
+    shape = thumbnail_shape(a.shape[1], a.shape[2], size)
+    if shape != a.shape[1:3]:
+        import tensorflow as tf
+
+        small = tf.image.resize(tf.constant(a, tf.float32), shape, method="area").numpy()
+        a = np.clip(np.rint(small), 0, 255).astype(np.uint8)
+    return a
 
 
 class Worker:
@@ -245,7 +255,14 @@ class Worker:
         if p._n_inputs != 1:
             raise ValueError(f"explain_dataset needs a single-input image model; {model.name!r} has "
                              f"{p._n_inputs} inputs")
-        self._functions = [(m, m.callable()) for m in plan.methods]
+        from nbviz.methods import gradient_pass as _pass
+        from nbviz.methods import table
+
+        # table rows of the one-pass group with their default options share one compiled pass,
+        # which also gives the model's outputs (no separate forward pass for the predictions)
+        self._pass = [m for m in plan.methods if m.key in _pass.MEMBERS and not m.kwargs
+                      and table.method(m.key).one_pass == "gradients"]
+        self._functions = [(m, m.callable()) for m in plan.methods if m not in self._pass]
         self._metrics = [(m, m.callable()) for m in plan.metrics]
         size = (plan.batch_size, *plan.size, plan.channels)
 
@@ -268,11 +285,30 @@ class Worker:
         """Map shapes from one batch of zeros (only when a batch holds no usable image at all
         before any real batch was seen: its rows still need zero maps of the right shape)."""
         zeros = np.zeros((self.plan.batch_size, *self.plan.size, self.plan.channels), np.float32)
-        outputs = self._predict(zeros)
-        maps = self._explain(zeros, self._targets(outputs, [0] * self.plan.batch_size))
+        _, _, maps = self._compute(zeros, [0] * self.plan.batch_size)
         self.map_shapes = {k: v.shape[1:] for k, v in maps.items()}
 
     # ---------------------------------------------------------------- pieces
+
+    def _compute(self, raw: np.ndarray, labels) -> tuple[np.ndarray, Any, dict]:
+        """(model outputs, the target explained, {method: maps}) for a full batch."""
+        plan = self.plan
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*the map is zero everywhere.*")
+            if self._pass:
+                from nbviz.methods.gradient_pass import gradient_pass
+
+                # "top" is each method's own default (the top class), read from these outputs
+                first = None if plan.target == "top" else self._targets(None, labels)
+                got = gradient_pass(self.model, raw, members=[m.key for m in self._pass], target=first,
+                                    layer=plan.layer, preprocess=plan.preprocess, outputs=True)
+                outputs = np.asarray(got.pop("outputs"), np.float32)
+                maps = {m.name: got[m.key] for m in self._pass}
+            else:
+                outputs, maps = self._predict(raw), {}
+            target = self._targets(outputs, labels)
+            maps.update(self._explain(raw, target))
+        return outputs, target, {m.name: maps[m.name] for m in plan.methods}
 
     def _predict(self, raw: np.ndarray) -> np.ndarray:
         _, images, _ = self._core.prepare(self.model, raw, self.plan.preprocess)
@@ -291,18 +327,16 @@ class Worker:
 
     def _explain(self, raw, target) -> dict:
         out = {}
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*the map is zero everywhere.*")
-            for spec, fn in self._functions:
-                kwargs = dict(spec.kwargs)
-                if spec.takes_layer and self.plan.layer is not None:
-                    kwargs["layer"] = self.plan.layer
-                maps = fn(self.model, raw, target=target, preprocess=self.plan.preprocess, **kwargs)
-                maps = np.asarray(maps, np.float32)
-                if maps.shape[0] != raw.shape[0]:
-                    raise ValueError(f"method {spec.name!r} returned {maps.shape[0]} maps for "
-                                     f"{raw.shape[0]} images")
-                out[spec.name] = maps
+        for spec, fn in self._functions:
+            kwargs = dict(spec.kwargs)
+            if spec.takes_layer and self.plan.layer is not None:
+                kwargs["layer"] = self.plan.layer
+            maps = fn(self.model, raw, target=target, preprocess=self.plan.preprocess, **kwargs)
+            maps = np.asarray(maps, np.float32)
+            if maps.shape[0] != raw.shape[0]:
+                raise ValueError(f"method {spec.name!r} returned {maps.shape[0]} maps for "
+                                 f"{raw.shape[0]} images")
+            out[spec.name] = maps
         return out
 
     # ---------------------------------------------------------------- a batch
@@ -331,7 +365,7 @@ class Worker:
             k: np.zeros((n, *s), np.float32) for k, s in self.map_shapes.items()}
         metrics = {f"{mt.name}_{m.name}": np.full(n, np.nan) for m in plan.methods for mt in plan.metrics}
         targets: list = [None] * n
-        thumbs = [b""] * n
+        thumbs = np.zeros((n, *thumbnail_shape(*plan.size, plan.thumbnail_size), plan.channels), np.uint8)
         images = np.zeros((n, *plan.size, plan.channels), plan.image_dtype) if plan.store_images else None
         for start in range(0, len(good), plan.batch_size):
             rows = good[start:start + plan.batch_size]
@@ -342,10 +376,9 @@ class Worker:
                 raw = np.concatenate([raw, np.repeat(raw[-1:], pad, axis=0)])
             labels = [items[i].label if items[i].label is not None else 0 for i in rows]
             labels += [labels[-1]] * pad
-            out = self._predict(raw)
-            target = self._targets(out, labels)
-            result = self._explain(raw, target)
+            out, target, result = self._compute(raw, labels)
             real = len(rows)
+            thumbs[rows] = thumbnails(raw[:real], plan.thumbnail_size)
             if width:
                 outputs[rows] = out[:real]
             for k, v in result.items():
@@ -357,7 +390,6 @@ class Worker:
                     targets[i] = int(np.argmax(out[j])) if width else None
                 else:
                     targets[i] = int(np.asarray(target).reshape(-1)[j] if np.ndim(target) else target)
-                thumbs[i] = thumbnail_png(chunk[j], plan.thumbnail_size)
                 if images is not None:
                     images[i] = chunk[j]
                 for spec, fn in self._metrics:

@@ -218,3 +218,31 @@ def test_a_first_batch_of_only_bad_files(demo_model, scenes, tmp_path):
     assert r.errors["id"].to_pylist() == ["a1.png", "a2.jpg"] and len(r) == 3
     for k in range(3):
         _close(r.maps(f"b{k}.png", "saliency"), nbviz.saliency(demo_model, scenes.images[k]))
+
+
+def test_one_pass_gives_maps_and_predictions(demo_model, scenes, tmp_path):
+    """Grad-CAM and saliency with their default options come from one compiled pass that also
+    gives the predictions: no separate forward pass is compiled, and the stored predictions
+    are the model's own outputs."""
+    from nbviz.probe import probe
+
+    images = scenes.images[:20]
+    r = nbviz.explain_dataset(demo_model, images, methods=("gradcam", "saliency"), out=tmp_path / "r",
+                              batch_size=8, progress=False)
+    assert not [k for k in probe(demo_model).traces if k[0] == "dataset_outputs"]
+    probs = np.asarray(demo_model(images.astype(np.float32)))
+    np.testing.assert_array_equal(r.table["prediction"].to_numpy(), probs.argmax(1))
+    np.testing.assert_allclose(r.table["score"].to_numpy(), probs.max(1), rtol=1e-5)
+
+
+def test_thumbnails_keep_the_aspect_ratio():
+    from nbviz.dataset.worker import thumbnail_shape, thumbnails
+
+    assert thumbnail_shape(200, 100, 64) == (64, 32) and thumbnail_shape(30, 40, 64) == (30, 40)
+    block = np.zeros((2, 200, 100, 3), np.uint8)
+    block[:, :100] = 200  # top half bright: area averaging keeps the two halves apart
+    small = thumbnails(block, 64)
+    assert small.shape == (2, 64, 32, 3) and small.dtype == np.uint8
+    assert (small[:, :32] == 200).all() and (small[:, 32:] == 0).all()
+    floats = thumbnails(np.linspace(-1, 1, 2 * 8 * 8 * 1).reshape(2, 8, 8, 1), 64)  # min-max per image
+    assert floats.shape == (2, 8, 8, 1) and floats[0].min() == 0 and floats[0].max() == 255
