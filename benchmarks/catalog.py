@@ -68,11 +68,11 @@ _BENCH = {
     "blur_ig": ("fwd_bwd@32", {"steps": 32}, 1.2),
     "guided_ig": ("fwd_bwd@1", {"steps": 32}, 1.2, 32),  # sequential: one gradient per step
     "xrai": ("fwd_bwd@32", {"steps": 32}, None, 2),  # two IG runs (black and white baselines)
-    "occlusion": ("forward@{occ}", {"window": "{win}", "stride": "{win}", "batch_size": 64}, 1.05),
-    "scorecam": ("forward@{channels}", {}, 1.1),
+    "occlusion": ("forward@{occ}:64", {"window": "{win}", "stride": "{win}", "batch_size": 64}, 1.05),
+    "scorecam": ("forward@{channels}:64", {}, 1.1),
     "layercam": ("fwd_bwd@1", {}, 0.6),
     "eigencam": ("fwd_bwd@1", {}, 0.6),
-    "rise": ("forward@4000", {"n": 4000}, 1.1),
+    "rise": ("forward@4000:256", {"n": 4000}, 1.1),
     "lrp": ("fwd_bwd@1", {}, 1.5),
 }
 
@@ -121,7 +121,7 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
         options = {k: _fill(v, size, model) for k, v in options.items()}
         floor = _fill(floor, size, model)
         if m.key == "rise" and rise_masks:
-            options["n"], floor = rise_masks, f"forward@{rise_masks}"
+            options["n"], floor = rise_masks, f"forward@{rise_masks}:256"
         out.append(Group(m.key, m.label, {"kind": "method", "name": m.key, "options": options},
                          floor, floor_times=times[0] if times else 1, max_ratio=max_ratio,
                          peers=tuple(p for p, ms in PEER_METHODS.items() if m.key in ms)))
@@ -148,10 +148,13 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
               {"kind": "icons", "options": {"layer": FEATVIS_LAYER[model], "size": 128,
                                             "steps": ICON_STEPS, "cached": True}}, None,
               max_seconds=0.02),
-        Group("dataset_local", "explain_dataset, local engine, 32 images, Grad-CAM",
-              {"kind": "dataset", "options": {"engine": "local"}}, "gradcam@32", max_ratio=1.11),
-        Group("session_switch", "method switch → result (cheap methods, warm, mean per switch)",
+        Group("dataset_local", "explain_dataset, local engine, 256 images, Grad-CAM",
+              {"kind": "dataset", "options": {"engine": "local"}}, "gradcam@32", floor_times=8,
+              max_ratio=1.11),
+        Group("session_switch", "method switch → result (6 cheap methods, per switch)",
               {"kind": "session_switch"}, None, max_seconds=0.3),
+        Group("recorder", "training epoch with a Recorder (demo CNN)",
+              {"kind": "recorder"}, "fit_epoch@64"),
         *[Group(f"first_partial_{m}", f"{label}: first overlay (session, warm)",
                 {"kind": "session_first_partial", "options": {"method": m, "controls": c}}, None,
                 max_seconds=1.0)
@@ -177,7 +180,7 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
     if not quick:
         for actors in (1, 2):
             out.append(Group(f"dataset_ray{actors}",
-                             f"explain_dataset, Ray engine, {actors} actor(s), against local",
+                             f"explain_dataset, Ray engine, {actors} actor(s), 256 images, over local",
                              {"kind": "dataset", "options": {"engine": "ray", "actors": actors}},
                              "dataset_local@32", max_ratio=1.15 if actors == 1 else None))
     if model in FEATVIS_LAYER and not quick:
@@ -190,7 +193,12 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
 
 
 def floor_spec(key: str, options: dict | None = None) -> dict:
-    """``"fwd_bwd@8"`` -> ``{"kind": "floor", "name": "fwd_bwd", "batch": 8}`` (``options``: the
-    ascent floor's layer, size and steps)."""
+    """``"fwd_bwd@8"`` -> ``{"kind": "floor", "name": "fwd_bwd", "batch": 8}``; ``"forward@1280:64"``:
+    1280 images run as forward passes of 64 at a time (``"chunk": 64``), as the method batches
+    them (``options``: the ascent floor's layer, size and steps)."""
     name, _, batch = key.partition("@")
-    return {"kind": "floor", "name": name, "batch": int(batch), "options": dict(options or {})}
+    batch, _, chunk = batch.partition(":")
+    spec = {"kind": "floor", "name": name, "batch": int(batch), "options": dict(options or {})}
+    if chunk:
+        spec["chunk"] = int(chunk)
+    return spec

@@ -1,13 +1,16 @@
 """The floors: what any library must at least do, as bare compiled TensorFlow functions.
 
-* ``forward@N``: ``model(x, training=False)`` on a batch of N images;
+* ``forward@N``: ``model(x, training=False)`` on a batch of N images; ``forward@N:B``: N images
+  as forward passes of B at a time (the method's own batch size: all N at once would need
+  tens of GiB for Score-CAM's 1280 masked copies);
 * ``fwd_bwd@N``: that forward plus the gradient of one class score per image with respect to
   the input images (the work of a saliency map), on a batch of N images; ``jit_compile=True``
   gives the XLA-compiled variant (measured once as its own row, never used by nbviz).
 
 A batched method's floor is the batch its work needs: SmoothGrad with 20 samples
 ``fwd_bwd@20``, integrated gradients with 32 steps ``fwd_bwd@32``, occlusion of a 224×224 image
-with 32×32 windows at stride 32 ``forward@49``, RISE with 4000 masks ``forward@4000``.
+with 32×32 windows at stride 32 ``forward@49:64``, Score-CAM over 1280 channels
+``forward@1280:64``, RISE with 4000 masks ``forward@4000:256``.
 
 Only TensorFlow/Keras: the peers' virtualenv measures the same floors under its TensorFlow.
 """

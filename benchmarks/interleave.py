@@ -144,9 +144,22 @@ class ProcessWorker:
 
     def __init__(self, command: Sequence[str], name: str, env: dict | None = None, cwd=None):
         self.name = name
-        self._proc = subprocess.Popen(
-            list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr,
-            text=True, bufsize=1, env=env, cwd=cwd)
+        self._start = dict(args=list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=sys.stderr, text=True, bufsize=1, env=env, cwd=cwd)
+        self.restarts = 0
+        self._proc = subprocess.Popen(**self._start)
+        self._info = self._ask({"op": "info"})
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def restart(self) -> None:
+        """A fresh process after this one died (e.g. killed for memory): the next groups run,
+        the dead group keeps its error. Rows prepared before are gone with the process."""
+        self.close()
+        self.restarts += 1
+        self._proc = subprocess.Popen(**self._start)
         self._info = self._ask({"op": "info"})
 
     def _ask(self, message: dict) -> dict:

@@ -13,6 +13,8 @@ from pathlib import Path
 import interleave as il
 
 _BEGIN, _END = "<!-- bench:begin -->", "<!-- bench:end -->"
+#: per-sample extras a row reports in seconds, shown beside its warm time
+EXTRAS = ("cached", "slowest", "final", "startup", "after_startup", "store")
 
 
 def _spread(record: dict, clock: str = "wall"):
@@ -127,6 +129,9 @@ def markdown(results: dict) -> str:
             if g["ratios"].get("peer_floor_vs_floor_wall"):
                 peers.append(f"(peers' TF floor / ours {_x(g['ratios']['peer_floor_vs_floor_wall'])})")
             short = "*" if nb.get("short") else ""
+            extras = [f"{k} {_ms(il.spread(nb[k]))}" for k in EXTRAS if nb.get(k)]
+            if extras:
+                short += f" ({'; '.join(extras)})"
             lines.append(
                 f"| {g['label']} | {'–' if cold is None else f'{cold * 1000:.0f} ms'} "
                 f"| {_ms(_spread(nb))}{short} | {_x(g['ratios'].get('floor_wall'))} "

@@ -20,9 +20,8 @@ a .npy file, ``classes``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import time
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
@@ -92,6 +91,8 @@ def factory(spec: dict) -> Callable[[int], Any]:
     from nbviz.probe import clear_cache
     clear_cache()  # the first sample pays what a user's first call pays
     get = batches(spec)
+    if kind == "recorder":
+        return training_epoch(record=True)
     if kind == "method":
         from nbviz.methods import table
         fn = table.method(spec["name"]).function_object()
@@ -178,8 +179,9 @@ def factory(spec: dict) -> Callable[[int], Any]:
             run(0)  # fill the cache once: every sample is then a hit
         return _counting(model, run)
     if kind == "dataset":
-        # explain_dataset on 32 new images (one batch), Grad-CAM, into a new store each sample;
-        # engine "local", or "ray" with ``actors`` actors on a Ray started once in this worker
+        # explain_dataset on 256 new images (8 batches of 32, shards of 64), Grad-CAM, into a new
+        # store each sample; engine "local", or "ray" with ``actors`` actors on a Ray started
+        # once in this worker (each call builds its actor pool: its start-up is an extra)
         import shutil
         import tempfile
 
@@ -198,16 +200,59 @@ def factory(spec: dict) -> Callable[[int], Any]:
             source = model
 
         def run(i):
-            batch = images[(32 * i + np.arange(32)) % len(images)]
+            batch = images[(DATASET_IMAGES * i + np.arange(DATASET_IMAGES)) % len(images)]
             out = f"{root}/{i}"
-            nbviz.explain_dataset(source, batch, methods=("gradcam",), out=out, engine=engine,
-                                  batch_size=32, progress=False, num_actors=actors)
+            t0 = time.perf_counter()
+            r = nbviz.explain_dataset(source, batch, methods=("gradcam",), out=out, engine=engine,
+                                      batch_size=32, shard_size=64, progress=False, num_actors=actors)
+            wall = time.perf_counter() - t0
+            run_info = r.manifest["runs"][-1]
             shutil.rmtree(out, ignore_errors=True)
+            # "after start-up": from the first batch back to the end (the steady state)
+            return {"extras": {"startup": run_info["first_batch_s"], "store": run_info["write_s"],
+                               "after_startup": wall - run_info["setup_s"] - run_info["first_batch_s"]}}
         return run
     if kind in ("explorer_click", "frame_512", "session_switch", "session_first_partial", "compare4"):
         import widget_rows
         return getattr(widget_rows, kind)(model, spec, get)
     raise ValueError(f"unknown row kind {kind!r}")
+
+
+def training_epoch(record: bool) -> Callable[[int], Any]:
+    """One epoch of ``model.fit`` of the demo CNN (512 shipped-style scenes, batch 64) per
+    sample, with a :class:`nbviz.callbacks.Recorder` on 4 probe scenes (Grad-CAM, saliency and
+    the ERF of every convolution, written to a run store) or without one (the floor). Each row
+    trains its own seeded copy, so the two rows do the same training work."""
+    import tempfile
+
+    import keras
+
+    from nbviz import demo
+    from nbviz.callbacks import Recorder
+    from nbviz.demo.shapes import scenes
+    from nbviz.demo.train import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    data = scenes(512, seed=0)
+    x, y = data.images.astype("float32"), data.labels
+    callbacks = []
+    if record:
+        probe_images = demo.load_images().images[:4].astype("float32")
+        callbacks.append(Recorder(probe_images, methods=("gradcam", "saliency"), initial=False,
+                                  out=tempfile.mkdtemp(prefix="nbviz-bench-recorder-")))
+    epoch = [0]
+
+    def run(i):
+        model.fit(x, y, batch_size=64, initial_epoch=epoch[0], epochs=epoch[0] + 1,
+                  callbacks=callbacks, verbose=0)
+        epoch[0] += 1
+    return run
+
+
+#: images per sample of the dataset rows (their floor: the bare method on as many, in batches)
+DATASET_IMAGES = 256
 
 
 def floor_row(model, spec: dict) -> Callable[[int], Any]:
@@ -220,6 +265,8 @@ def floor_row(model, spec: dict) -> Callable[[int], Any]:
         fn = ascent_fn(model, o["layer"], batch=int(spec.get("batch", 8)), size=int(o["size"]),
                        steps=int(o["steps"]))
         return lambda i: fn(8 * i)
+    if name == "fit_epoch":
+        return training_epoch(record=False)
     get = batches(spec)
     n_classes = int(model.outputs[0].shape[-1])
     if name == "dataset_local":  # the local engine is the Ray rows' reference
@@ -228,10 +275,18 @@ def floor_row(model, spec: dict) -> Callable[[int], Any]:
         from nbviz.methods import table
         fn = table.method(name).function_object()
         images, b = np.load(spec["images"]), int(spec.get("batch", 1))
-        return lambda i: fn(model, images[(b * i + np.arange(b)) % len(images)])
+        return lambda i: fn(model, images[(b * i + np.arange(b)) % len(images)])  # one batch
     if name == "forward":
         fn = forward_fn(model)
-        return lambda i: fn(tf.constant(_batch(get(i)[0])))
+        b, chunk = int(spec.get("batch", 1)), int(spec.get("chunk") or spec.get("batch", 1))
+        if chunk >= b:
+            return lambda i: fn(tf.constant(_batch(get(i)[0])))
+        images = np.load(spec["images"])
+        cycle = [tf.constant(images[(chunk * j + np.arange(chunk)) % len(images)]) for j in range(8)]
+
+        def chunks(i):  # b images as forward passes of `chunk` (the last one padded, as methods do)
+            return [fn(cycle[(i + j) % len(cycle)]) for j in range(-(-b // chunk))][-1]
+        return chunks
     fn = fwd_bwd_fn(model, jit_compile=name == "fwd_bwd_xla")
     b = int(spec.get("batch", 1))
 

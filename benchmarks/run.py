@@ -149,6 +149,14 @@ def thread_rows(base: dict) -> list[tuple[str, list[il.Row]]]:
     return out
 
 
+def revive(workers: dict, log) -> None:
+    """Restart the workers that died in an earlier group (noted in the report's meta)."""
+    for name, w in workers.items():
+        if not w.alive:
+            log(f"  worker {name!r} died; restarting it")
+            w.restart()
+
+
 class Spinner:
     """A busy loop on one core: the 'loaded machine' of the threads rows."""
 
@@ -169,7 +177,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
 
     def log(line: str) -> None:
-        print(line, flush=True)
+        print(f"[{time.perf_counter() - t0:6.0f} s] {line}", flush=True)
 
     import catalog
     import report
@@ -192,6 +200,7 @@ def main(argv=None) -> dict:
                 if args.only and not any(p in group.key for p in args.only):
                     continue
                 log(f"{name}/{group.key}")
+                revive(workers, log)
                 records = il.interleave(group_rows(group, base, workers), workers,
                                         samples=args.samples, budget_s=args.budget, log=log)
                 entry["groups"][group.key] = report.summarise(group, records)
@@ -204,6 +213,7 @@ def main(argv=None) -> dict:
                             continue
                         label = f"{key}{' (loaded)' if loaded else ''}"
                         log(f"{name}/{label}")
+                        revive(workers, log)
                         if loaded:
                             with Spinner():
                                 records = il.interleave(rows, workers, samples=args.samples,
@@ -217,6 +227,7 @@ def main(argv=None) -> dict:
         for w in workers.values():
             w.close()
     results["meta"]["duration_s"] = time.perf_counter() - t0
+    results["meta"]["worker_restarts"] = {n: w.restarts for n, w in workers.items() if w.restarts}
     results["meta"]["load_end"] = os.getloadavg()
     paths = report.write(results, stem)
     log(f"wrote {paths['md']} (+ .json)")

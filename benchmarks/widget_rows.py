@@ -59,13 +59,19 @@ def frame_512(model, spec: dict, get) -> Callable[[int], dict]:
 # ----------------------------------------------------------------------------- the session
 
 CHEAP = ("saliency", "gradcam", "gradcam_pp", "guided_backprop", "activations", "rf")
+#: a new image opens on Grad-CAM, then every other cheap method is chosen in turn
+CHEAP_WALK = ("gradcam",) + tuple(m for m in CHEAP if m != "gradcam")
 
 
 def session_switch(model, spec: dict, get) -> Callable[[int], dict]:
-    """Method switch → result through :class:`nbviz.session.Session`, warm: sample ``i`` shows a
-    new image with Grad-CAM, then switches through the cheap methods (saliency, Grad-CAM++,
-    guided backprop, activations, receptive field of a clicked cell); the sample is the mean
-    time per switch, the slowest switch an extra. Every method was computed once before (warm)."""
+    """Method switch → result through :class:`nbviz.session.Session`: sample ``i`` shows a new
+    image with Grad-CAM, then switches through the cheap methods (saliency, Grad-CAM++, guided
+    backprop, activations, receptive field of a clicked cell); the sample is the mean time per
+    step, the slowest step an extra. The first (cold) sample runs in a fresh session on a model
+    nothing was compiled for (the factory cleared every cache): each step traces. Later samples
+    are what a prewarmed Explorer gives on a new image (every function compiled, nothing
+    cached). The extra ``cached`` is the mean switch back to a method already shown for that
+    image (a cache hit)."""
     import time
 
     from nbviz.session import Session
@@ -78,22 +84,20 @@ def session_switch(model, spec: dict, get) -> Callable[[int], dict]:
         req = session.request(method, image, image_id=iid, layer=layer, point=point)
         return session.compute(req)
 
-    warm_image, _ = get(0)
-    iid = session.image_id(warm_image)
-    for method in ("gradcam", *CHEAP):
-        show(method, warm_image, iid)
-
     def call(i: int) -> dict:
-        image, _ = get(i + 1)
+        image, _ = get(i)
         iid = session.image_id(image)
-        show("gradcam", image, iid)
         walls, cpu0 = [], time.process_time()
-        for method in CHEAP:
+        for method in CHEAP_WALK:
             t0 = time.perf_counter()
             show(method, image, iid)
             walls.append(time.perf_counter() - t0)
-        return {"wall": sum(walls) / len(walls), "cpu": (time.process_time() - cpu0) / len(walls),
-                "slowest": max(walls)}
+        cpu = (time.process_time() - cpu0) / len(walls)
+        t0 = time.perf_counter()
+        for method in CHEAP_WALK:
+            show(method, image, iid)
+        cached = (time.perf_counter() - t0) / len(CHEAP_WALK)
+        return {"wall": sum(walls) / len(walls), "cpu": cpu, "slowest": max(walls), "cached": cached}
     return call
 
 
