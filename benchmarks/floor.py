@@ -9,8 +9,8 @@
 
 A batched method's floor is the batch its work needs: SmoothGrad with 20 samples
 ``fwd_bwd@20``, integrated gradients with 32 steps ``fwd_bwd@32``, occlusion of a 224×224 image
-with 32×32 windows at stride 32 ``forward@49:64``, Score-CAM over 1280 channels
-``forward@1280:64``, RISE with 4000 masks ``forward@4000:256``.
+with 32×32 windows at stride 32 ``forward@49:64``, Score-CAM over 320 channels
+``forward@320:64``, RISE with 4000 masks ``forward@1000:256`` (1000 masks).
 
 Only TensorFlow/Keras: the peers' virtualenv measures the same floors under its TensorFlow.
 """

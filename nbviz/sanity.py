@@ -162,16 +162,21 @@ def _check_mode(mode):
         raise ValueError(f"mode must be 'cascade' or 'independent', got {mode!r}")
 
 
-def _steps(model, mode, seed, layers) -> Iterator[tuple[str, object]]:
-    """(path, working copy) per step; ONE copy whose weights are rewritten between steps (so a
-    method compiled for it is not traced again)."""
+def _checked(model, mode, seed, layers):
+    """(weighted layers, the indices to randomise in order) after checking the arguments."""
     _check_mode(mode)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int, got {seed!r}")
     weighted = _weighted_layers(model)
     if not weighted:
         raise ValueError("the model has no weights to randomise")
-    order = _select(weighted, layers)
+    return weighted, _select(weighted, layers)
+
+
+def _steps(model, mode, seed, layers) -> Iterator[tuple[str, object]]:
+    """(path, working copy) per step; ONE copy whose weights are rewritten between steps (so a
+    method compiled for it is not traced again)."""
+    weighted, order = _checked(model, mode, seed, layers)
     copy = _clone(model)
     copies = {p: (layer, own) for p, layer, own in _weighted_layers(copy)}
     if set(copies) != {p for p, _, _ in weighted}:
@@ -198,13 +203,7 @@ def randomised(model, mode: str = "cascade", seed: int = 0, layers=None
     each copy a separate model (``list(randomised(m))`` keeps them all; for a large model
     iterate, or pass ``layers``). See the module doc for the modes and the initialisation; the
     model itself is not changed. Arguments are checked when called, not when iterated."""
-    _check_mode(mode)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    weighted = _weighted_layers(model)
-    if not weighted:
-        raise ValueError("the model has no weights to randomise")
-    _select(weighted, layers)
+    _checked(model, mode, seed, layers)
     _clone(model)  # a model Keras cannot clone fails here, with advice
 
     def copies():

@@ -224,22 +224,24 @@ def thumbnail_shape(height: int, width: int, size: int) -> tuple[int, int]:
 
 def thumbnails(images: np.ndarray, size: int) -> np.ndarray:
     """Thumbnails of a batch ``(n, H, W, C)`` as uint8 ``(n, th, tw, C)``, all at once: area
-    averaging (:func:`tf.image.resize`, ``method="area"``); non-uint8 images min-max scaled
-    per image first. Images no larger than ``size`` are kept as they are."""
+    averaging (:func:`tf.image.resize`, ``method="area"``); non-uint8 images are then min-max
+    scaled per thumbnail. Images no larger than ``size`` keep their size."""
     a = np.asarray(images)
-    if a.dtype != np.uint8:
-        a = a.astype(np.float64)
-        lo = np.nanmin(a, axis=(1, 2, 3), keepdims=True)
-        span = np.nanmax(a, axis=(1, 2, 3), keepdims=True) - lo
-        a = np.where(span > 0, (a - lo) / np.where(span > 0, span, 1), 0.0)
-        a = np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
     shape = thumbnail_shape(a.shape[1], a.shape[2], size)
     if shape != a.shape[1:3]:
         import tensorflow as tf
 
         small = tf.image.resize(tf.constant(a, tf.float32), shape, method="area").numpy()
-        a = np.clip(np.rint(small), 0, 255).astype(np.uint8)
-    return a
+        if a.dtype == np.uint8:
+            return np.clip(np.rint(small), 0, 255).astype(np.uint8)
+        a = small
+    if a.dtype == np.uint8:
+        return a
+    a = a.astype(np.float32, copy=False)
+    lo = np.nanmin(a, axis=(1, 2, 3), keepdims=True)
+    span = np.nanmax(a, axis=(1, 2, 3), keepdims=True) - lo
+    scaled = (a - lo) * np.where(span > 0, 255.0 / np.where(span > 0, span, 1), 0.0)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 class Worker:

@@ -50,25 +50,50 @@ def smoothgrad(model, image, *, target=None, n=20, noise=0.15, seed=0, preproces
     the copies done so far, in about four chunks of the same noisy copies (the same noise as
     without it); the last call gets the returned map.
     """
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n (noisy copies) must be an int >= 1, got {n!r}")
+    n = _noise_arguments(n, noise, seed, minimum=1)
+    p, images, single = prepare(model, image, preprocess)
+    sel = selection(p, target, images, None)
+    seed_t = tf.constant([int(seed), 0], tf.int64)
+    if progress is not None:
+        return _smoothgrad_chunks(p, images, sel, n, seed_t, noise, extra_tensors(p, extra_inputs), progress)
+    maps = _noise_gradients(p, images, sel, n, seed_t, noise, extra_tensors(p, extra_inputs),
+                            "smoothgrad", tf.reduce_mean)
+    return numpy_maps(maps, single, "smoothgrad")
+
+
+def _noise_arguments(n, noise, seed, *, minimum: int) -> int:
+    """Check SmoothGrad's and VarGrad's ``n``, ``noise`` and ``seed``; returns ``n``."""
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < minimum:
+        why = " for a variance" if minimum == 2 else ""
+        raise ValueError(f"n (noisy copies) must be an int >= {minimum}{why}, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int (the noise's random seed), got {seed!r}")
     if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)):
         raise TypeError(f"noise must be a number (a fraction of the input range), got {noise!r}")
     if not np.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite fraction >= 0 of the input range, got {noise!r}")
-    p, images, single = prepare(model, image, preprocess)
-    sel = selection(p, target, images, None)
-    fn = sel.fn
-    n = int(n)
+    return int(n)
 
-    def smooth(images, seed, noise, region, channels, top, extra):
+
+def _noisy_copies(images, seed, noise, n):
+    """Inside a traced function: ``n`` copies of each image (rows ``i * n ... i * n + n - 1``
+    for image i) plus Gaussian noise of standard deviation ``noise * (max - min)`` of the image,
+    from ``tf.random.stateless_normal`` with ``seed``."""
+    copies = tf.repeat(images, n, axis=0)
+    span = tf.reduce_max(images, axis=(1, 2, 3)) - tf.reduce_min(images, axis=(1, 2, 3))
+    sigma = tf.repeat(span * noise, n)[:, None, None, None]
+    return copies + sigma * tf.random.stateless_normal(tf.shape(copies), seed)
+
+
+def _noise_gradients(p, images, sel, n, seed_t, noise, extra, purpose: str, reduce):
+    """``reduce`` (mean: SmoothGrad, variance: VarGrad) over the ``n`` noisy copies of each
+    image of the score's input gradient, in one compiled batch with the clean images (whose top
+    class is explained when the target is None)."""
+    fn = sel.fn
+
+    def noisy_gradients(images, seed, noise, region, channels, top, extra):
         count = tf.shape(images)[0]
-        copies = tf.repeat(images, n, axis=0)
-        span = tf.reduce_max(images, axis=(1, 2, 3)) - tf.reduce_min(images, axis=(1, 2, 3))
-        sigma = tf.repeat(span * noise, n)[:, None, None, None]
-        noisy = copies + sigma * tf.random.stateless_normal(tf.shape(copies), seed)
+        noisy = _noisy_copies(images, seed, noise, n)
         with tf.GradientTape() as tape:
             tape.watch(noisy)
             out = explain(p, tf.concat([noisy, images], 0), None, extra)
@@ -82,15 +107,10 @@ def smoothgrad(model, image, *, target=None, n=20, noise=0.15, seed=0, preproces
                                     channels_n, tf.zeros(tf.shape(noisy)[:1], tf.bool))
         grads = tape.gradient(score, noisy)
         grads = tf.reshape(grads, tf.concat([[count, n], tf.shape(images)[1:]], 0))
-        return tf.reduce_mean(grads, axis=1)
+        return reduce(grads, axis=1)
 
-    seed_t = tf.constant([int(seed), 0], tf.int64)
-    if progress is not None:
-        return _smoothgrad_chunks(p, images, sel, n, seed_t, noise, extra_tensors(p, extra_inputs), progress)
-    f = compiled(p, key_of("smoothgrad", images, sel, n), smooth)
-    maps = f(images, seed_t, tf.constant(noise, tf.float32), *sel.tensors,
-             extra_tensors(p, extra_inputs))
-    return numpy_maps(maps, single, "smoothgrad")
+    f = compiled(p, key_of(purpose, images, sel, n), noisy_gradients)
+    return f(images, seed_t, tf.constant(noise, tf.float32), *sel.tensors, extra)
 
 
 def _smoothgrad_chunks(p, images, sel, n, seed_t, noise, extra, progress):
@@ -101,10 +121,7 @@ def _smoothgrad_chunks(p, images, sel, n, seed_t, noise, extra, progress):
     k = balanced(n, max(2, -(-n // 4)))
 
     def copies(images, seed, noise, extra):  # the noisy copies exactly as the one-shot version makes them
-        c = tf.repeat(images, n, axis=0)
-        span = tf.reduce_max(images, axis=(1, 2, 3)) - tf.reduce_min(images, axis=(1, 2, 3))
-        sigma = tf.repeat(span * noise, n)[:, None, None, None]
-        return c + sigma * tf.random.stateless_normal(tf.shape(c), seed)
+        return _noisy_copies(images, seed, noise, n)
 
     def chunk(noisy, weights, images, region, channels, top, extra):
         with tf.GradientTape() as tape:
@@ -241,42 +258,11 @@ def vargrad(model, image, *, target=None, n=20, noise=0.15, seed=0, preprocess=N
     gradients. The clean image runs in the same batch; its top class is explained when
     ``target`` is None. ``n`` must be >= 2.
     """
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 2:
-        raise ValueError(f"n (noisy copies) must be an int >= 2 for a variance, got {n!r}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.floating, np.integer)) \
-            or not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite fraction >= 0 of the input range, got {noise!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    n = _noise_arguments(n, noise, seed, minimum=2)
     p, images, single = prepare(model, image, preprocess)
     sel = selection(p, target, images, None)
-    fn = sel.fn
-    n = int(n)
-
-    def variance(images, seed, noise, region, channels, top, extra):
-        count = tf.shape(images)[0]
-        copies = tf.repeat(images, n, axis=0)
-        span = tf.reduce_max(images, axis=(1, 2, 3)) - tf.reduce_min(images, axis=(1, 2, 3))
-        sigma = tf.repeat(span * noise, n)[:, None, None, None]
-        noisy = copies + sigma * tf.random.stateless_normal(tf.shape(copies), seed)
-        with tf.GradientTape() as tape:
-            tape.watch(noisy)
-            out = explain(p, tf.concat([noisy, images], 0), None, extra)
-            noisy_out, clean_out = out[: count * n], out[count * n:]
-            if fn is None:
-                resolved = _targets.resolve_channels(clean_out, region, channels, top)
-                channels_n = tf.repeat(resolved, n, axis=0)
-            else:
-                channels_n = channels
-            score = _targets.scores(noisy_out, fn, tf.repeat(region, n, axis=0),
-                                    channels_n, tf.zeros(tf.shape(noisy)[:1], tf.bool))
-        grads = tape.gradient(score, noisy)
-        grads = tf.reshape(grads, tf.concat([[count, n], tf.shape(images)[1:]], 0))
-        return tf.math.reduce_variance(grads, axis=1)
-
-    f = compiled(p, key_of("vargrad", images, sel, n), variance)
-    maps = f(images, tf.constant([int(seed), 0], tf.int64), tf.constant(noise, tf.float32),
-             *sel.tensors, extra_tensors(p, extra_inputs))
+    maps = _noise_gradients(p, images, sel, n, tf.constant([int(seed), 0], tf.int64), noise,
+                            extra_tensors(p, extra_inputs), "vargrad", tf.math.reduce_variance)
     return numpy_maps(maps, single, "vargrad")
 
 

@@ -19,6 +19,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -191,3 +192,60 @@ def snapshot_on_error(page, path: Path):
         except Exception:
             pass
         raise
+
+
+# --------------------------------------------------------------------------- test helpers
+
+KERNEL_IDLE_JS = """() => Array.from(document.querySelectorAll('.jp-StatusBar-TextItem'))
+                      .some(e => /\\(ipykernel\\) \\| Idle/.test(e.textContent))"""
+ALL_PROMPTS_RUN_JS = """() => { const p = Array.from(document.querySelectorAll('.jp-Notebook .jp-InputPrompt'));
+                         return p.length > 0 && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }"""
+
+
+def write_notebook(path: Path, cells) -> Path:
+    """A notebook of code ``cells`` (strings) with the python3 kernel, written at ``path``."""
+    nbformat = _need("nbformat")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return Path(path)
+
+
+def shot(locator) -> np.ndarray:
+    """A screenshot of ``locator`` as an H×W×3 int array."""
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(int)
+
+
+def poll(page, predicate, timeout=120.0, what="condition"):
+    """``predicate()``'s first value that is not None or False, polled every 100 ms."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        page.wait_for_timeout(100)
+
+
+def run_all_cells(page, *, lab: bool):
+    """Run All from the menu (JupyterLab and Notebook 7 share it), again if the first was lost
+    while the kernel connected."""
+    page.wait_for_selector(".jp-Notebook .jp-Cell")
+    if lab:
+        page.wait_for_function(KERNEL_IDLE_JS)  # not the execution indicator: it is "idle" too early
+    for attempt in range(3):
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function(ALL_PROMPTS_RUN_JS, timeout=60_000 if attempt < 2 else 180_000)
+            return
+        except Exception:
+            if attempt == 2:
+                raise

@@ -8,19 +8,16 @@ pane is the kernel's scores, and that a click on one pane moves the crosshair in
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import time
 
 import numpy as np
 import pytest
 
-from tests.browser.conftest import _need, snapshot_on_error, voila
+from tests.browser.conftest import _need, poll, shot, snapshot_on_error, voila, write_notebook
 
 pytestmark = [pytest.mark.browser]
 
-nbformat = _need("nbformat")
 Image = _need("PIL.Image")
 
 CELLS = [
@@ -36,21 +33,6 @@ CELLS = [
 ]
 
 
-def shot(locator) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(int)
-
-
-def poll(page, predicate, timeout=90.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        page.wait_for_timeout(200)
-
-
 def fit(a: np.ndarray, shape) -> np.ndarray:
     """A screenshot at the frame's size (screenshots can be a pixel larger)."""
     img = Image.fromarray(a.astype(np.uint8)).resize((shape[1], shape[0]), Image.NEAREST)
@@ -61,12 +43,8 @@ def test_compare_view_in_voila(page, tmp_path, monkeypatch):
     out = tmp_path / "kernel"
     out.mkdir()
     monkeypatch.setenv("COMPARE_OUT", str(out))
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in CELLS]
     path = tmp_path / "nb" / "compare.ipynb"
-    path.parent.mkdir()
-    nbformat.write(nb, str(path))
+    write_notebook(path, CELLS)
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     with voila(path, tmp_path) as base, snapshot_on_error(page, artifacts / "failure.png"):

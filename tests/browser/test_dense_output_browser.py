@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from tests.browser.conftest import _need, jupyterlab, snapshot_on_error
-from tests.browser.test_explorer_browser import ALL_PROMPTS_RUN_JS, KERNEL_IDLE_JS, poll, shot
+from tests.browser.conftest import (
+    _need, jupyterlab, poll, run_all_cells, shot, snapshot_on_error, write_notebook,
+)
 
 pytestmark = [pytest.mark.browser]
 
-nbformat = _need("nbformat")
 Image = _need("PIL.Image")
 
 # a small segmentation net built in the notebook (no files): 24×24 input, 3 classes per pixel
@@ -39,19 +39,12 @@ def test_click_on_the_output_changes_the_input_overlay(page, tmp_path):
     t0 = time.monotonic()
     nbdir = tmp_path / "nb"
     nbdir.mkdir()
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(CELL)]
-    nbformat.write(nb, str(nbdir / "dense.ipynb"))
+    write_notebook(nbdir / "dense.ipynb", [CELL])
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     with jupyterlab(nbdir, tmp_path) as (base, token), snapshot_on_error(page, artifacts / "failure.png"):
         page.goto(f"{base}/lab/tree/dense.ipynb?token={token}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell")
-        page.wait_for_function(KERNEL_IDLE_JS)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        page.wait_for_function(ALL_PROMPTS_RUN_JS, timeout=120_000)
+        run_all_cells(page, lab=True)
         page.wait_for_selector(".nbviz-output-canvas", timeout=120_000)
         explorer = page.locator(".nbviz-explorer").first
         canvas = explorer.locator("canvas").first  # the input (a MultiCanvas: one element)

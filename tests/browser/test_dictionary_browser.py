@@ -4,42 +4,23 @@ overlay to that channel's activation map (checked in screenshots)."""
 
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
 import pytest
 
-from tests.browser.conftest import _need, jupyterlab, snapshot_on_error
+from tests.browser.conftest import (
+    _need, jupyterlab, poll, run_all_cells, shot, snapshot_on_error, write_notebook,
+)
 
 pytestmark = [pytest.mark.browser]
 
-nbformat = _need("nbformat")
 Image = _need("PIL.Image")
 
 K, SIZE, PAD, BAR = 4, 64, 4, 8  # the panel's slot layout (nbviz.widget.dictionary_frames)
 CELL = ("from nbviz import Explorer\n"
         f"e = Explorer(dictionary={{'k': {K}, 'steps': 16, 'size': {SIZE}}})  # the demo model and image\n"
         "e")
-KERNEL_IDLE_JS = """() => Array.from(document.querySelectorAll('.jp-StatusBar-TextItem'))
-                      .some(e => /\\(ipykernel\\) \\| Idle/.test(e.textContent))"""
-ALL_PROMPTS_RUN_JS = """() => { const p = Array.from(document.querySelectorAll('.jp-Notebook .jp-InputPrompt'));
-                         return p.length > 0 && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }"""
-
-
-def shot(locator) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(int)
-
-
-def poll(page, predicate, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        page.wait_for_timeout(200)
 
 
 def placeholder(size):
@@ -50,21 +31,13 @@ def placeholder(size):
 
 def test_dictionary_panel_in_jupyterlab(page, tmp_path, monkeypatch):
     monkeypatch.setenv("NBVIZ_CACHE", str(tmp_path / "cache"))  # the kernel inherits it: icons render
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(CELL)]
-    (tmp_path / "nb").mkdir()
-    nbformat.write(nb, str(tmp_path / "nb" / "dictionary.ipynb"))
+    write_notebook(tmp_path / "nb" / "dictionary.ipynb", [CELL])
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     t0 = time.monotonic()
     with jupyterlab(tmp_path / "nb", tmp_path) as (base, token), snapshot_on_error(page, artifacts / "failure.png"):
         page.goto(f"{base}/lab/tree/dictionary.ipynb?token={token}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell")
-        page.wait_for_function(KERNEL_IDLE_JS)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        page.wait_for_function(ALL_PROMPTS_RUN_JS, timeout=120_000)
+        run_all_cells(page, lab=True)
         page.wait_for_selector(".nbviz-explorer canvas", timeout=120_000)
         explorer = page.locator(".nbviz-explorer").first
         canvas = explorer.locator("canvas").first

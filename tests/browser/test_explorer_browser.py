@@ -12,7 +12,6 @@ runs, reports its steps and stops, with the progress text and the status agreein
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import time
@@ -22,65 +21,23 @@ import numpy as np
 import pytest
 
 from nbviz.methods import table
-from tests.browser.conftest import REPO, _need, jupyterlab, notebook7, snapshot_on_error, voila
+from tests.browser.conftest import (
+    REPO, _need, jupyterlab, notebook7, poll, run_all_cells, shot, snapshot_on_error, voila,
+    write_notebook,
+)
 
 pytestmark = [pytest.mark.browser]
 
-nbformat = _need("nbformat")
 Image = _need("PIL.Image")
 
 ONE = ["from nbviz import Explorer\ne = Explorer()  # the bundled demo model and image\ne"]
 TWO = ONE + ["from nbviz import demo\nmine = Explorer(image=demo.image(3))  # a second one\nmine"]
 
-KERNEL_IDLE_JS = """() => Array.from(document.querySelectorAll('.jp-StatusBar-TextItem'))
-                      .some(e => /\\(ipykernel\\) \\| Idle/.test(e.textContent))"""
-ALL_PROMPTS_RUN_JS = """() => { const p = Array.from(document.querySelectorAll('.jp-Notebook .jp-InputPrompt'));
-                         return p.length > 0 && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }"""
-
-
-def write_notebook(path: Path, cells):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(path))
-
-
-def shot(locator) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(int)
-
-
-def poll(page, predicate, timeout=90.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        page.wait_for_timeout(100)
 
 
 def interior(a: np.ndarray, margin=4) -> np.ndarray:
     """Leave out the edges (the focus ring a click leaves on the canvas)."""
     return a[margin:-margin, margin:-margin]
-
-
-def run_all_cells(page, *, lab: bool):
-    """Run All from the menu (JupyterLab and Notebook 7 share it), again if the first was lost
-    while the kernel connected."""
-    page.wait_for_selector(".jp-Notebook .jp-Cell")
-    if lab:
-        page.wait_for_function(KERNEL_IDLE_JS)  # not the execution indicator: it is "idle" too early
-    for attempt in range(3):
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        try:
-            page.wait_for_function(ALL_PROMPTS_RUN_JS, timeout=60_000 if attempt < 2 else 180_000)
-            return
-        except Exception:
-            if attempt == 2:
-                raise
 
 
 def exercise_explorer(page, explorer, artifacts: Path, name: str) -> dict:

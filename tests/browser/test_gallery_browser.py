@@ -7,24 +7,19 @@ file recorded in the store, so the notebook opens it with ``Gallery(out)`` alone
 
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.browser.conftest import _need, jupyterlab, snapshot_on_error
-from tests.browser.test_explorer_browser import ALL_PROMPTS_RUN_JS, KERNEL_IDLE_JS, poll
+from tests.browser.conftest import (
+    _need, jupyterlab, poll, run_all_cells, shot, snapshot_on_error, write_notebook,
+)
 
 pytestmark = [pytest.mark.browser]
 
-nbformat = _need("nbformat")
 Image = _need("PIL.Image")
-
-
-def shot(locator) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(int)
 
 
 @pytest.fixture
@@ -43,21 +38,14 @@ def store(tmp_path):
 def test_gallery_sorts_and_opens_an_image_in_jupyterlab(page, tmp_path, store):
     t0 = time.monotonic()
     nbdir = tmp_path / "nb"
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(f"from nbviz import Gallery\ng = Gallery({str(store)!r}, page_size=6)\ng")]
-    nbformat.write(nb, str(nbdir / "gallery.ipynb"))
+    write_notebook(nbdir / "gallery.ipynb", [f"from nbviz import Gallery\ng = Gallery({str(store)!r}, page_size=6)\ng"])
     expected = pq.read_table(store / "results.parquet").sort_by([("score", "descending"), ("index", "ascending")])
     first = expected.slice(0, 1).to_pylist()[0]
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     with jupyterlab(nbdir, tmp_path) as (base, token), snapshot_on_error(page, artifacts / "failure.png"):
         page.goto(f"{base}/lab/tree/gallery.ipynb?token={token}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell")
-        page.wait_for_function(KERNEL_IDLE_JS)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        page.wait_for_function(ALL_PROMPTS_RUN_JS, timeout=120_000)
+        run_all_cells(page, lab=True)
         gallery = page.locator(".nbviz-gallery").first
         tiles = gallery.locator(".nbviz-gallery-tile")
         poll(page, lambda: tiles.count() == 6, what="six tiles")

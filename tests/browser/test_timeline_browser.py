@@ -8,25 +8,20 @@ training and after 3 epochs); the notebook only opens it. One page load.
 
 from __future__ import annotations
 
-import io
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.browser.conftest import _need, jupyterlab, snapshot_on_error
+from tests.browser.conftest import (
+    _need, jupyterlab, poll, run_all_cells, shot, snapshot_on_error, write_notebook,
+)
 
 pytestmark = [pytest.mark.browser]
 
-nbformat = _need("nbformat")
 Image = _need("PIL.Image")
 
 SIZE = 256  # the Timeline canvas' side in the notebook (16 px probe images shown 16x larger)
-KERNEL_IDLE_JS = """() => Array.from(document.querySelectorAll('.jp-StatusBar-TextItem'))
-                      .some(e => /\\(ipykernel\\) \\| Idle/.test(e.textContent))"""
-ALL_PROMPTS_RUN_JS = """() => { const p = Array.from(document.querySelectorAll('.jp-Notebook .jp-InputPrompt'));
-                         return p.length > 0 && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }"""
 
 
 def record_run(out: Path) -> Path:
@@ -38,29 +33,6 @@ def record_run(out: Path) -> Path:
     rec = callbacks.Recorder(x[:2], methods=("gradcam", "saliency"), out=out)
     model.fit(x, y, epochs=3, batch_size=8, callbacks=[rec], verbose=0)
     return out
-
-
-def write_notebook(path: Path, run: Path):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(f"from nbviz import Timeline\nt = Timeline({str(run)!r}, size={SIZE})\nt")]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(path))
-
-
-def shot(locator) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(int)
-
-
-def poll(page, predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        page.wait_for_timeout(150)
 
 
 def close_to(shown: np.ndarray, expected: np.ndarray) -> float:
@@ -81,16 +53,13 @@ def test_timeline_slider_changes_the_canvas_in_jupyterlab(page, tmp_path):
     assert close_to(first[..., :3].astype(int), last) > 3  # the two epochs look different
 
     nbdir = tmp_path / "nb"
-    write_notebook(nbdir / "timeline.ipynb", run_dir)
+    write_notebook(nbdir / "timeline.ipynb",
+                   [f"from nbviz import Timeline\nt = Timeline({str(run_dir)!r}, size={SIZE})\nt"])
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     with jupyterlab(nbdir, tmp_path) as (base, token), snapshot_on_error(page, artifacts / "failure.png"):
         page.goto(f"{base}/lab/tree/timeline.ipynb?token={token}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell")
-        page.wait_for_function(KERNEL_IDLE_JS)  # not the execution indicator: it is "idle" too early
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        page.wait_for_function(ALL_PROMPTS_RUN_JS, timeout=120_000)
+        run_all_cells(page, lab=True)
         timeline = page.locator(".nbviz-timeline").first
         canvas = timeline.locator("canvas").first
         label = timeline.locator(".widget-html", has_text="step").first
