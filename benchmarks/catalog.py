@@ -113,9 +113,16 @@ def _fill(value, size: int, model: str):
     return value
 
 
+#: groups a ``--quick`` run leaves out: each takes tens of seconds (thousands of forward passes,
+#: a Ray pool, a 4-pane comparison), so the quick run keeps the rows that take seconds
+QUICK_SKIP = ("rise", "scorecam", "ablationcam", "xrai", "guided_ig", "blur_ig", "compare4",
+              "recorder", "dataset_local", "first_partial_featvis")
+
+
 def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int | None = None,
            quick: bool = False) -> list[Group]:
-    """Every group measured on ``model`` at ``size``², in order."""
+    """Every group measured on ``model`` at ``size``², in order (``quick``: without
+    :data:`QUICK_SKIP`, icons, Ray and feature visualisation)."""
     from nbviz.methods import table
 
     out = []
@@ -194,6 +201,8 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
                                                          "steps": featvis_steps}},
                          "fwd_bwd@1", floor_times=featvis_steps, max_ratio=1.3,
                          peers=tuple(p for p, ms in PEER_METHODS.items() if "featvis" in ms)))
+    if quick:
+        out = [g for g in out if g.key not in QUICK_SKIP]
     return out
 
 

@@ -1,7 +1,7 @@
 """The nbviz benchmark: every method against its floor and its peers, interleaved.
 
     make bench                                   # = .venv/bin/python benchmarks/run.py
-    make bench BENCH_ARGS="--quick"              # fewer samples, no feature visualisation
+    make bench BENCH_ARGS="--quick"              # 3 samples, no peers, the rows that take seconds
     make bench BENCH_ARGS="--only gradcam,saliency --no-peers"
 
 One long-lived worker process per environment (nbviz's virtualenv; the peers' virtualenv;
@@ -38,7 +38,8 @@ DEFAULT_MODELS = ("mobilenetv2",)
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
-                    help="3 warm samples per row, no feature visualisation, no threads rows")
+                    help="3 warm samples per row, no peers, no threads rows, and without the "
+                         "groups that take tens of seconds (catalog.QUICK_SKIP): under 5 minutes")
     ap.add_argument("--only", default="", help="comma-separated parts of group keys to run")
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS),
                     help="comma-separated: mobilenetv2, resnet50, tiny")
@@ -59,6 +60,7 @@ def parse(argv=None) -> argparse.Namespace:
                     help="write benchmarks/latest.*: auto = only for a full default run")
     args = ap.parse_args(argv)
     args.samples = args.samples or (3 if args.quick else 7)
+    args.no_peers = args.no_peers or args.quick
     args.budget = args.budget if args.budget is not None else (15.0 if args.quick else 40.0)
     args.models = [m for m in args.models.split(",") if m]
     args.only = [p for p in args.only.split(",") if p]
