@@ -46,9 +46,10 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--size", type=int, default=224, help="image height and width")
     ap.add_argument("--samples", type=int, default=None, help="warm samples per row (7)")
     ap.add_argument("--budget", type=float, default=None,
-                    help="seconds of warm samples per group before it stops at 3 samples (40)")
-    ap.add_argument("--featvis-steps", type=int, default=50,
-                    help="feature visualisation steps (50: the row is a ratio to 50 bare steps)")
+                    help="seconds of warm samples per group before it stops at 3 samples (30)")
+    ap.add_argument("--featvis-steps", type=int, default=30,
+                    help="feature visualisation steps (30: the row is a ratio to 30 bare steps; "
+                         "tf-keras-vis takes 0.4 s a step)")
     ap.add_argument("--rise-masks", type=int, default=1000,
                     help="RISE masks (1000; the method's default is 4000: the row is a ratio to "
                          "the same number of bare forward passes, and 4000 would take a tenth of "
@@ -61,7 +62,7 @@ def parse(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     args.samples = args.samples or (3 if args.quick else 7)
     args.no_peers = args.no_peers or args.quick
-    args.budget = args.budget if args.budget is not None else (15.0 if args.quick else 40.0)
+    args.budget = args.budget if args.budget is not None else (15.0 if args.quick else 30.0)
     args.models = [m for m in args.models.split(",") if m]
     args.only = [p for p in args.only.split(",") if p]
     if args.publish == "auto":
