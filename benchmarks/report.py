@@ -27,14 +27,16 @@ def summarise(group, records: dict) -> dict:
     key = group.key
     nbviz = f"{key}/nbviz"
     out = {"label": group.label, "target": group.target_text(), "floor": group.floor,
-           "floor_times": group.floor_times, "rows": records, "ratios": {}}
+           "floor_times": group.floor_times, "clock": group.clock, "rows": records, "ratios": {}}
     floor = f"{key}/floor"
-    for clock in ("wall", "cpu"):
+    for clock in dict.fromkeys(("wall", "cpu", group.clock)):
         if group.floor is not None:
             r = il.paired(records, nbviz, floor, clock)
             if r is not None:
                 r = il.Spread(*(v / group.floor_times for v in (r.median, r.q1, r.q3)), r.n)
                 out["ratios"][f"floor_{clock}"] = r.as_dict()
+        if clock not in ("wall", "cpu"):
+            continue  # an extra: compared with the floor only
         for row_id in records:
             library = row_id.split("/", 1)[1]
             if library in ("nbviz", "floor", "floor-peers-venv"):
@@ -56,9 +58,9 @@ def _verdict(group, record: dict, ratios: dict) -> str:
         return "not measured"
     parts = []
     if group.max_ratio is not None:
-        if "floor_wall" not in ratios:
+        if f"floor_{group.clock}" not in ratios:
             return "not measured"
-        parts.append(il.verdict(il.Spread(**ratios["floor_wall"]), group.max_ratio))
+        parts.append(il.verdict(il.Spread(**ratios[f"floor_{group.clock}"]), group.max_ratio))
     if group.max_seconds is not None:
         parts.append(il.verdict(_spread(record), group.max_seconds))
     if not parts:
@@ -130,6 +132,9 @@ def markdown(results: dict) -> str:
                 peers.append(f"(peers' TF floor / ours {_x(g['ratios']['peer_floor_vs_floor_wall'])})")
             short = "*" if nb.get("short") else ""
             extras = [f"{k} {_ms(il.spread(nb[k]))}" for k in EXTRAS if nb.get(k)]
+            clock = g.get("clock", "wall")
+            if clock != "wall" and g["ratios"].get(f"floor_{clock}"):
+                extras.append(f"{clock} ×floor {_x(g['ratios'][f'floor_{clock}'])}")
             if extras:
                 short += f" ({'; '.join(extras)})"
             lines.append(

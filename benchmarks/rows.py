@@ -188,6 +188,7 @@ def factory(spec: dict) -> Callable[[int], Any]:
         import nbviz
         o = spec.get("options", {})
         engine, actors = o.get("engine", "local"), int(o.get("actors", 1))
+        store_images = o.get("store_images")  # None: the default (an array's pixels are stored)
         images = np.load(spec["images"])
         root = tempfile.mkdtemp(prefix="nbviz-bench-dataset-")
         if engine == "ray":
@@ -204,7 +205,8 @@ def factory(spec: dict) -> Callable[[int], Any]:
             out = f"{root}/{i}"
             t0 = time.perf_counter()
             r = nbviz.explain_dataset(source, batch, methods=("gradcam",), out=out, engine=engine,
-                                      batch_size=32, shard_size=64, progress=False, num_actors=actors)
+                                      batch_size=32, shard_size=64, progress=False, num_actors=actors,
+                                      store_images=store_images)
             wall = time.perf_counter() - t0
             run_info = r.manifest["runs"][-1]
             shutil.rmtree(out, ignore_errors=True)

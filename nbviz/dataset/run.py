@@ -6,7 +6,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -59,22 +59,29 @@ def _describe(fn) -> str | None:
 
 
 class Assembler:
-    """Gathers per-item results into shards and writes each shard once it is complete.
+    """Hands each batch's results to the shards they belong to, as they come.
 
-    Shards are written on one background thread, in order, while the next batches compute (the
-    compression and file writes release the GIL); :meth:`close` waits for the writes in flight
-    and raises the first write error. ``write_s`` is the writing thread's time."""
+    One background thread writes every part straight into its shard's temporary folder
+    (:class:`~nbviz.dataset.store.ShardWriter`), in order, while the next batches compute (the
+    compression and file writes release the GIL), and renames a shard into place once its last
+    item is in. At most :data:`QUEUED` parts wait for the writer (then :meth:`add` waits), so
+    memory stays flat however long the run. :meth:`close` waits for the writes handed over,
+    removes the shards left unfinished and raises the first write error. ``write_s`` is the
+    writing thread's time."""
 
-    def __init__(self, store, pending, write_kwargs):
+    QUEUED = 4
+
+    def __init__(self, store, pending, write_kwargs, *, batch_rows: int | None = None):
         from concurrent.futures import ThreadPoolExecutor
 
         self.store = store
         self.shard_size = store.manifest["shard_size"]
-        self.buffers: dict[int, list[Batch]] = {k: [] for k in pending}
         self.counts = {k: 0 for k in pending}
         self.write_kwargs = write_kwargs
+        self.batch_rows = batch_rows
         self.write_s = 0.0
         self.written: list[int] = []
+        self._open: dict = {}  # shard -> ShardWriter, only touched by the writing thread
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbviz-store")
         self._futures: list = []
         self.first_at: float | None = None  # perf_counter() when the first batch came back
@@ -88,15 +95,23 @@ class Assembler:
             k = int(k)
             rows = np.flatnonzero(shards == k)
             part = batch if len(rows) == len(batch.index) else _take(batch, rows)
-            self.buffers[k].append(part)
             self.counts[k] += len(rows)
-            if self.counts[k] == len(self.store.shard_range(k)):
-                whole = _concat(self.buffers.pop(k))
-                self._futures.append(self._writer.submit(self._write, k, whole))
+            last = self.counts[k] == len(self.store.shard_range(k))
+            self._futures.append(self._writer.submit(self._write, k, part, last))
+        while len(self._futures) > self.QUEUED:
+            self._futures.pop(0).result()  # the writer is behind: wait (and raise its error)
 
-    def _write(self, k: int, whole: Batch) -> None:
-        self.write_s += self.store.write_shard(k, whole, **self.write_kwargs)
-        self.written.append(k)
+    def _write(self, k: int, part: Batch, last: bool) -> None:
+        t0 = time.perf_counter()
+        writer = self._open.get(k)
+        if writer is None:
+            writer = self._open[k] = self.store.writer(k, batch_rows=self.batch_rows)
+        writer.add(part)
+        if last:
+            del self._open[k]
+            writer.finish(**self.write_kwargs)
+            self.written.append(k)
+        self.write_s += time.perf_counter() - t0
 
     def _raise_failed(self) -> None:
         for f in [f for f in self._futures if f.done()]:
@@ -104,9 +119,12 @@ class Assembler:
             f.result()  # a write error stops the run here
 
     def close(self) -> None:
-        """Wait for every shard handed over (also when the run is being interrupted: a complete
-        shard is never thrown away), then raise the first write error, if any."""
+        """Wait for every part handed over (also when the run is being interrupted: a complete
+        shard is never thrown away), remove unfinished shards, then raise the first write error."""
         self._writer.shutdown(wait=True)
+        for writer in self._open.values():
+            writer.abort()
+        self._open.clear()
         futures, self._futures = self._futures, []
         for f in futures:
             f.result()
@@ -118,21 +136,6 @@ def _take(b: Batch, rows) -> Batch:
                  pick(b.targets), {k: v[rows] for k, v in b.maps.items()},
                  {k: v[rows] for k, v in b.metrics.items()}, b.thumbs[rows],
                  None if b.images is None else b.images[rows])
-
-
-def _concat(parts: Sequence[Batch]) -> Batch:
-    if len(parts) == 1:
-        b = parts[0]
-    else:
-        cat = lambda name: [x for p in parts for x in getattr(p, name)]  # noqa: E731
-        b = Batch(np.concatenate([p.index for p in parts]), cat("ids"), cat("paths"), cat("labels"),
-                  cat("error"), np.concatenate([p.outputs for p in parts]), cat("targets"),
-                  {k: np.concatenate([p.maps[k] for p in parts]) for k in parts[0].maps},
-                  {k: np.concatenate([p.metrics[k] for p in parts]) for k in parts[0].metrics},
-                  np.concatenate([p.thumbs for p in parts]),
-                  None if parts[0].images is None else np.concatenate([p.images for p in parts]))
-    order = np.argsort(b.index, kind="stable")
-    return b if (order == np.arange(len(order))).all() else _take(b, order)
 
 
 def _progress(progress, total, initial):
@@ -229,9 +232,7 @@ def explain_dataset(model, source, *, methods=("gradcam",), metrics=(), target=N
         layer = p.layer(layer).path  # a typo fails now, with the closest names
     if store_images is None:
         store_images = not src.has_paths
-    image_dtype = "uint8"
-    if store_images and src.kind == "array" and src.images.dtype != np.uint8:
-        image_dtype = "float32"
+    image_dtype = src.pixel_dtype
     plan = Plan(method_specs, metric_specs, target if not isinstance(target, np.integer) else int(target),
                 layer, preprocess, size, channels, batch_size, top_k, thumbnail_size, store_images,
                 image_dtype, resize)
@@ -264,7 +265,7 @@ def explain_dataset(model, source, *, methods=("gradcam",), metrics=(), target=N
     initial = sum(len(st.shard_range(k)) for k in done)
     write_kwargs = dict(class_names=config["class_names"], top_k=top_k,
                         method_names=config["methods"], metric_columns=metric_columns)
-    assembler = Assembler(st, pending, write_kwargs)
+    assembler = Assembler(st, pending, write_kwargs, batch_rows=batch_size)
     t_work = time.perf_counter()
     if pending:
         bar = _progress(progress, len(src), initial)

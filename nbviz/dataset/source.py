@@ -69,6 +69,12 @@ class Source:
     def has_paths(self) -> bool:
         return False
 
+    @property
+    def pixel_dtype(self) -> str:
+        """The dtype pixels are kept in when a run stores them: ``"uint8"`` for 8-bit sources,
+        else ``"float32"`` (what the methods compute in), so a stored image is the one explained."""
+        return "uint8"
+
     def fingerprint(self) -> dict:
         """What identifies this source in a results store (a rerun must see the same one)."""
         raise NotImplementedError
@@ -243,6 +249,10 @@ class ArraySource(Source):
     def __len__(self):
         return len(self.images)
 
+    @property
+    def pixel_dtype(self):
+        return "uint8" if self.images.dtype == np.uint8 else "float32"
+
     def items(self, start=0):
         for i in range(start, len(self.images)):
             yield Item(i, f"#{i}", None, None if self.labels is None else int(self.labels[i]), self.images[i])
@@ -288,6 +298,7 @@ class TFDataSource(Source):
             raise ValueError(f"a tf.data source yields one image per element (H×W×C); its elements "
                              f"have shape {image_spec.shape}: call .unbatch() first")
         self.dataset = dataset
+        self._uint8 = image_spec.dtype == tf.uint8
         self.labelled = isinstance(spec, tuple) and len(spec) == 2
         n = int(dataset.cardinality())
         if n < 0:  # unknown or infinite: count once (a finite dataset is required)
@@ -298,6 +309,10 @@ class TFDataSource(Source):
 
     def __len__(self):
         return self.count
+
+    @property
+    def pixel_dtype(self):
+        return "uint8" if self._uint8 else "float32"
 
     def items(self, start=0):
         for i, element in enumerate(self.dataset.skip(start).as_numpy_iterator(), start):

@@ -9,13 +9,16 @@ Layout of ``out/``::
     shards/00000/            one finished shard: the images with index in [k*S, (k+1)*S)
         results.parquet      its rows of the results table
         errors.parquet       its rows of the errors table
-        maps.zarr/           Zarr v3 group: one float32 array per method, (n, H, W[, C]), chunks
-                             of about 4 MiB (16 maps at 224 px), Blosc-LZ4 compressed; "images"
-                             (the pixels) for sources without files; "thumbs", uint8
+        maps.zarr/           Zarr v3 group: one float32 array per method, (S, H, W[, C]), row i
+                             for the image of index k*S + i (zeros for an unusable one); chunks
+                             of about 4 MiB that divide the batch size (16 maps at 224 px),
+                             Blosc-LZ4 compressed; "images" (the pixels; float ones
+                             uncompressed) for sources without files; "thumbs", uint8
                              thumbnails (longer side <= thumbnail_size; PNG made when read)
         shard.json           its row/error counts and timings, written last
 
-A shard is built under ``shards/.<k>.tmp-<pid>-<random>/`` and renamed to ``shards/<k>/`` with
+A shard is built under ``shards/.<k>.tmp-<pid>-<random>/``, batch by batch as the results come
+(:class:`ShardWriter`), and renamed to ``shards/<k>/`` with
 ``os.replace`` only when complete, so a killed run leaves at most a temporary folder (removed by
 the next run when its process is gone) and never a partial shard. A restarted run skips the
 shards that exist; the union has exactly one row per usable image because a shard is a fixed
@@ -32,6 +35,7 @@ metric and method, and ``shard`` / ``row`` (where the maps are).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -157,62 +161,9 @@ class Store:
 
     # ---------------------------------------------------------------- writing
 
-    def write_shard(self, k: int, batch, *, class_names=None, top_k: int = 5,
-                    method_names: Sequence[str], metric_columns: Sequence[str]) -> float:
-        """Write shard ``k`` from one :class:`~nbviz.dataset.worker.Batch` holding exactly its
-        items (in index order); returns the seconds spent writing. A shard already there (another
-        writer finished it) is kept and this one discarded."""
-        import zarr
-        from zarr.codecs import BloscCodec
-
-        t0 = time.perf_counter()
-        expected = list(self.shard_range(k))
-        if batch.index.tolist() != expected:
-            raise RuntimeError(f"shard {k}: got indices {batch.index[:3]}..., expected {expected[:3]}...")
-        final = self.shards_dir / f"{k:05d}"
-        tmp = self.shards_dir / f".{k:05d}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        good = [i for i, e in enumerate(batch.error) if not e]
-        bad = [i for i, e in enumerate(batch.error) if e]
-        table = _results_table(batch, good, k, class_names, top_k, metric_columns)
-        pq.write_table(table, tmp / "results.parquet")
-        errors = pa.table({"index": pa.array([int(batch.index[i]) for i in bad], pa.int64()),
-                           "id": pa.array([batch.ids[i] for i in bad], pa.string()),
-                           "path": pa.array([batch.paths[i] for i in bad], pa.string()),
-                           "reason": pa.array([batch.error[i] for i in bad], pa.string())},
-                          schema=ERROR_SCHEMA)
-        pq.write_table(errors, tmp / "errors.parquet")
-        group = zarr.open_group(tmp / "maps.zarr", mode="w", zarr_format=3)
-        # LZ4 with byte shuffle: about 4x faster to write than zstd with bit shuffle, and only
-        # somewhat larger (measured on Grad-CAM maps: 0.51 vs 0.33 of the raw size)
-        compressor = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
-        arrays = {**batch.maps, "thumbs": batch.thumbs}
-        if batch.images is not None:
-            arrays["images"] = batch.images
-        for name, data in arrays.items():
-            data = data if len(good) == len(data) else data[good]
-            shape = data.shape
-            if shape[0]:
-                # chunks of about CHUNK_BYTES (at least one image), one file each: reading one
-                # image's map decodes its chunk only (~2 ms for 4 MiB); chunks of one image each
-                # inside a Zarr shard file took twice as long to write
-                per_image = max(1, data[0].nbytes)
-                per_chunk = int(max(1, min(shape[0], CHUNK_BYTES // per_image)))
-                group.create_array(name, data=data, chunks=(per_chunk, *shape[1:]), compressors=compressor)
-            else:
-                group.create_array(name, shape=shape, dtype=data.dtype, chunks=(1, *shape[1:]))
-        seconds = time.perf_counter() - t0
-        info = {"shard": k, "rows": len(good), "errors": len(bad), "first": expected[0],
-                "last": expected[-1], "write_s": seconds, "written_at": time.time()}
-        (tmp / "shard.json").write_text(json.dumps(info))
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if (final / "shard.json").is_file():  # finished meanwhile by another writer
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                raise
-        return time.perf_counter() - t0
+    def writer(self, k: int, *, batch_rows: int | None = None) -> "ShardWriter":
+        """A :class:`ShardWriter` for shard ``k``."""
+        return ShardWriter(self, k, batch_rows=batch_rows)
 
     def finalize(self, schema: pa.Schema) -> tuple[int, int]:
         """Write the union tables and mark the run complete; returns (rows, errors)."""
@@ -231,6 +182,132 @@ class Store:
         return table.num_rows, errors.num_rows
 
 
+def _chunk_rows(per_image: int, rows: int, batch_rows: int | None) -> int:
+    """Images per Zarr chunk: about :data:`CHUNK_BYTES`, at most ``rows``, and a divisor of the
+    run's batch size when known, so each batch fills whole chunks (no chunk is written twice)."""
+    limit = int(max(1, min(rows, CHUNK_BYTES // max(1, per_image))))
+    if batch_rows:
+        return max(d for d in range(1, min(limit, batch_rows) + 1) if batch_rows % d == 0)
+    return limit
+
+
+class ShardWriter:
+    """Shard ``k`` written part by part, under a temporary name (see the module docstring).
+
+    The first part creates the Zarr arrays for the whole shard; every part's maps, thumbnails
+    and pixels go straight to their rows (``row = index - first index of the shard``; the rows
+    of unusable items stay zero), so nothing is gathered in memory and the last batch of a shard
+    is the only write left when the computing ends. :meth:`finish` writes the two tables and
+    ``shard.json`` and renames the folder into place; :meth:`abort` removes it."""
+
+    def __init__(self, store: Store, k: int, *, batch_rows: int | None = None):
+        import zarr
+
+        self.store, self.k, self.batch_rows = store, k, batch_rows
+        self.range = store.shard_range(k)
+        self.tmp = store.shards_dir / f".{k:05d}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tmp.mkdir()
+        self.group = zarr.open_group(self.tmp / "maps.zarr", mode="w", zarr_format=3)
+        self.arrays: dict = {}
+        self.parts: list = []  # the parts without their arrays: the rows of the tables
+        self.seconds = 0.0
+
+    def _array(self, name: str, data: np.ndarray):
+        from zarr.codecs import BloscCodec
+
+        hit = self.arrays.get(name)
+        if hit is None:
+            n = len(self.range)
+            per_image = data[0].nbytes if len(data) else 1
+            chunks = (_chunk_rows(per_image, n, self.batch_rows), *data.shape[1:])
+            # LZ4 with byte shuffle: about 4x faster to write than zstd with bit shuffle, and only
+            # somewhat larger (measured on Grad-CAM maps: 0.51 vs 0.33 of the raw size); float
+            # pixels hardly compress (0.89 of the raw size for 224 px RGB at 1.5x the writing
+            # time) and are stored as they are
+            codecs = None if name == "images" and data.dtype.kind == "f" else \
+                BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+            hit = self.arrays[name] = self.group.create_array(
+                name, shape=(n, *data.shape[1:]), dtype=data.dtype, chunks=chunks, compressors=codecs,
+                fill_value=0)
+        return hit
+
+    def add(self, batch) -> None:
+        """Write one part: a :class:`~nbviz.dataset.worker.Batch` of items of this shard."""
+        t0 = time.perf_counter()
+        rows = np.asarray(batch.index, np.int64) - self.range.start
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self.range)):
+            raise RuntimeError(f"shard {self.k}: got indices {batch.index[:3]}... outside {self.range}")
+        arrays = {**batch.maps, "thumbs": batch.thumbs}
+        if batch.images is not None:
+            arrays["images"] = batch.images
+        if len(rows):
+            contiguous = bool((np.diff(rows) == 1).all())
+            for name, data in arrays.items():
+                target = self._array(name, data)
+                if contiguous:
+                    target[int(rows[0]):int(rows[-1]) + 1] = data
+                else:
+                    target.oindex[rows] = data
+        self.parts.append(dataclasses.replace(batch, maps={}, thumbs=None, images=None))
+        self.seconds += time.perf_counter() - t0
+
+    def finish(self, *, class_names=None, top_k: int = 5, method_names: Sequence[str] = (),
+               metric_columns: Sequence[str] = ()) -> float:
+        """Write the tables, rename the shard into place; returns the seconds spent writing the
+        whole shard. A shard already there (another writer finished it) is kept and this one
+        discarded."""
+        t0 = time.perf_counter()
+        batch = _rows(self.parts)
+        expected = list(self.range)
+        if batch.index.tolist() != expected:
+            raise RuntimeError(f"shard {self.k}: got indices {batch.index[:3]}..., expected {expected[:3]}...")
+        good = [i for i, e in enumerate(batch.error) if not e]
+        bad = [i for i, e in enumerate(batch.error) if e]
+        table = _results_table(batch, good, self.k, self.range.start, class_names, top_k, metric_columns)
+        pq.write_table(table, self.tmp / "results.parquet")
+        errors = pa.table({"index": pa.array([int(batch.index[i]) for i in bad], pa.int64()),
+                           "id": pa.array([batch.ids[i] for i in bad], pa.string()),
+                           "path": pa.array([batch.paths[i] for i in bad], pa.string()),
+                           "reason": pa.array([batch.error[i] for i in bad], pa.string())},
+                          schema=ERROR_SCHEMA)
+        pq.write_table(errors, self.tmp / "errors.parquet")
+        self.seconds += time.perf_counter() - t0
+        info = {"shard": self.k, "rows": len(good), "errors": len(bad), "first": expected[0],
+                "last": expected[-1], "write_s": self.seconds, "written_at": time.time()}
+        (self.tmp / "shard.json").write_text(json.dumps(info))
+        final = self.store.shards_dir / f"{self.k:05d}"
+        try:
+            os.replace(self.tmp, final)
+        except OSError:
+            if (final / "shard.json").is_file():  # finished meanwhile by another writer
+                shutil.rmtree(self.tmp, ignore_errors=True)
+            else:
+                raise
+        return self.seconds
+
+    def abort(self) -> None:
+        """Remove the unfinished shard (a run that stops keeps only whole shards)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _rows(parts: Sequence) -> "Batch":
+    """The parts' table rows as one batch in index order (arrays were written already)."""
+    first = parts[0]
+    if len(parts) > 1:
+        cat = lambda name: [x for p in parts for x in getattr(p, name)]  # noqa: E731
+        first = dataclasses.replace(
+            first, index=np.concatenate([p.index for p in parts]), ids=cat("ids"), paths=cat("paths"),
+            labels=cat("labels"), error=cat("error"), outputs=np.concatenate([p.outputs for p in parts]),
+            targets=cat("targets"), metrics={k: np.concatenate([p.metrics[k] for p in parts]) for k in first.metrics})
+    order = np.argsort(first.index, kind="stable")
+    if (order == np.arange(len(order))).all():
+        return first
+    pick = lambda seq: [seq[i] for i in order]  # noqa: E731
+    return dataclasses.replace(first, index=first.index[order], ids=pick(first.ids), paths=pick(first.paths),
+                               labels=pick(first.labels), error=pick(first.error), outputs=first.outputs[order],
+                               targets=pick(first.targets), metrics={k: v[order] for k, v in first.metrics.items()})
+
+
 def _differences(old: dict, new: dict) -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
@@ -240,7 +317,7 @@ def _differences(old: dict, new: dict) -> list[str]:
     return out
 
 
-def _results_table(batch, good, shard, class_names, top_k, metric_columns) -> pa.Table:
+def _results_table(batch, good, shard, first, class_names, top_k, metric_columns) -> pa.Table:
     outputs = batch.outputs[good] if good else batch.outputs[:0]
     width = outputs.shape[1] if outputs.ndim == 2 else 0
     k = min(top_k, width)
@@ -277,7 +354,7 @@ def _results_table(batch, good, shard, class_names, top_k, metric_columns) -> pa
     for c in metric_columns:
         columns[c] = pa.array(batch.metrics[c][good] if good else [], pa.float64())
     columns["shard"] = pa.array([shard] * len(good), pa.int32())
-    columns["row"] = pa.array(np.arange(len(good)), pa.int32())
+    columns["row"] = pa.array(batch.index[good] - first if good else [], pa.int32())
     return pa.table(columns, schema=results_schema(metric_columns, class_names is not None))
 
 

@@ -360,15 +360,22 @@ class Worker:
             good.append(i)
             pixels.append(image)
         width = self.output_width
-        outputs = np.zeros((n, width), np.float32)
         if self.map_shapes is None and not good:
             self._learn_shapes()
-        maps = {} if self.map_shapes is None else {
-            k: np.zeros((n, *s), np.float32) for k, s in self.map_shapes.items()}
+        # per-item arrays: a batch's own result when it holds every item (no copy), else zeros
+        # with the usable items' rows filled in
+        arrays: dict = {}
+
+        def put(name, rows, values):
+            if len(rows) == n:
+                arrays[name] = values
+                return
+            if name not in arrays:
+                arrays[name] = np.zeros((n, *values.shape[1:]), values.dtype)
+            arrays[name][rows] = values
+
         metrics = {f"{mt.name}_{m.name}": np.full(n, np.nan) for m in plan.methods for mt in plan.metrics}
         targets: list = [None] * n
-        thumbs = np.zeros((n, *thumbnail_shape(*plan.size, plan.thumbnail_size), plan.channels), np.uint8)
-        images = np.zeros((n, *plan.size, plan.channels), plan.image_dtype) if plan.store_images else None
         for start in range(0, len(good), plan.batch_size):
             rows = good[start:start + plan.batch_size]
             chunk = pixels[start:start + plan.batch_size]
@@ -380,27 +387,35 @@ class Worker:
             labels += [labels[-1]] * pad
             out, target, result = self._compute(raw, labels)
             real = len(rows)
-            thumbs[rows] = thumbnails(raw[:real], plan.thumbnail_size)
+            put("thumbs", rows, thumbnails(raw[:real], plan.thumbnail_size))
+            if plan.store_images:
+                put("images", rows, raw[:real].astype(plan.image_dtype, copy=False))
             if width:
-                outputs[rows] = out[:real]
+                put("outputs", rows, out[:real])
             for k, v in result.items():
-                if k not in maps:  # the first batch: now the shapes are known
-                    maps[k] = np.zeros((n, *v.shape[1:]), np.float32)
-                maps[k][rows] = v[:real]
+                put(("map", k), rows, v[:real])
             for j, i in enumerate(rows):
                 if target is None:
                     targets[i] = int(np.argmax(out[j])) if width else None
                 else:
                     targets[i] = int(np.asarray(target).reshape(-1)[j] if np.ndim(target) else target)
-                if images is not None:
-                    images[i] = chunk[j]
                 for spec, fn in self._metrics:
                     for m in plan.methods:
                         value = fn(self.model, chunk[j], result[m.name][j],
                                    target=targets[i], preprocess=plan.preprocess)
                         metrics[f"{spec.name}_{m.name}"][i] = metric_value(value)
-        if self.map_shapes is None and maps:
+        maps = {k[1]: v for k, v in arrays.items() if isinstance(k, tuple)}
+        if self.map_shapes is None:
             self.map_shapes = {k: v.shape[1:] for k, v in maps.items()}
+        for k, shape in self.map_shapes.items():  # a batch without a usable item
+            maps.setdefault(k, np.zeros((n, *shape), np.float32))
+        thumbs = arrays.get("thumbs")
+        if thumbs is None:
+            thumbs = np.zeros((n, *thumbnail_shape(*plan.size, plan.thumbnail_size), plan.channels), np.uint8)
+        images = arrays.get("images")
+        if plan.store_images and images is None:
+            images = np.zeros((n, *plan.size, plan.channels), plan.image_dtype)
+        outputs = arrays.get("outputs", np.zeros((n, width), np.float32))
         return Batch(
             index=np.array([it.index for it in items], np.int64), ids=[it.id for it in items],
             paths=[it.path for it in items], labels=[it.label for it in items], error=errors,

@@ -160,6 +160,27 @@ def test_tf_data_source_label_target_and_metric(demo_model, scenes, tmp_path):
     np.testing.assert_array_equal(r.image(3), images[3])
 
 
+def test_float_pixels_are_stored_as_explained_for_every_source_kind(demo_model, scenes, tmp_path):
+    # float pixels in [0, 1] (the model's own scale is 0..255: preprocess maps them), from an
+    # array and from a tf.data.Dataset: the stored image is the float image explained, not a
+    # uint8 cast of it, and each shard's rows follow the source order with an unusable item
+    images = scenes.images[:12].astype(np.float32) / 255.0
+    labels = scenes.labels[:12].copy()
+    labels[5] = 99  # not a class of the model: an error row inside the first shard's second batch
+    scale = lambda x: x * 255.0  # noqa: E731
+    direct = nbviz.gradcam(demo_model, images, preprocess=scale)
+    for name, source, kw in (("array", images, {"labels": labels}),
+                             ("tf.data", tf.data.Dataset.from_tensor_slices((images, labels)), {})):
+        r = explain_dataset(demo_model, source, methods=("gradcam",), preprocess=scale,
+                            out=tmp_path / name, batch_size=4, shard_size=8, progress=False, **kw)
+        assert len(r) == 11 and r.errors["index"].to_pylist() == [5], name
+        for i in [i for i in range(12) if i != 5]:
+            stored = r.image(i)
+            assert stored.dtype == np.float32, name
+            np.testing.assert_array_equal(stored, images[i])
+            _close(r.maps(i, "gradcam"), direct[i])
+
+
 def test_metric_names_resolve_lazily_from_nbviz_metrics(demo_model, scenes, tmp_path, monkeypatch):
     class Curve:
         def __init__(self, auc):
