@@ -854,6 +854,14 @@ class Probe:
         layer = self.output_layer
         return layer is not None and _is_softmax(layer)
 
+    @property
+    def softmax_axis(self):
+        """The axis (or axes) the final softmax normalises: a ``Softmax`` layer's own, else -1
+        (an ``activation="softmax"`` and ``Activation("softmax")`` normalise the last axis)."""
+        layer = self.output_layer
+        axis = getattr(layer, "axis", -1) if isinstance(layer, keras.layers.Softmax) else -1
+        return tuple(axis) if isinstance(axis, (list, tuple)) else int(axis)
+
     @contextlib.contextmanager
     def logits(self) -> Iterator[bool]:
         """In the block the model returns pre-softmax logits when it ends in a softmax.

@@ -179,32 +179,35 @@ class LayerPass:
 
     out: tf.Tensor            # the model output explained: logits when a softmax was dropped
     softmax: bool             # whether the model's final softmax was dropped from ``out``
-    acts: tf.Tensor           # A, the layer's activations (float32)
+    acts: tf.Tensor | None    # A, the layer's activations (float32); None without a layer
     score: tf.Tensor          # S, (N,) the explained score
-    grads: tf.Tensor          # dS/dA (float32)
+    grads: tf.Tensor | None   # dS/dA (float32); None without a layer
     d_images: tf.Tensor | None  # dS/dx when asked for
 
 
-def layer_pass(p: Probe, images, layer: str, sel_fn, region, channels, top, extra, *,
+def layer_pass(p: Probe, images, layer: str | None, sel_fn, region, channels, top, extra, *,
                wrt_images: bool = False) -> LayerPass:
     """Inside a traced function: one forward pass with ``layer`` captured, the explained score,
-    and its gradient with respect to the layer (and the images when ``wrt_images``). The shared
-    first step of Grad-CAM, Grad-CAM++, Layer-CAM, the semantic dictionary and
-    :mod:`nbviz.methods.gradient_pass`."""
+    and its gradient with respect to the layer (and the images when ``wrt_images``; ``layer``
+    None: the images' gradient only). The shared first step of Grad-CAM, Grad-CAM++, Layer-CAM,
+    the semantic dictionary and :mod:`nbviz.methods.gradient_pass`."""
     with tf.GradientTape() as tape:
         if wrt_images:
             tape.watch(images)
-        with p.capture(layer) as captured, p.logits() as dropped:
+        with (p.capture(layer) if layer is not None else contextlib.nullcontext({})) as captured, \
+                p.logits() as dropped:
             out = p.forward(images, extra_inputs=extra)
-        acts = captured[layer]
+        acts = captured.get(layer)
         acts = acts[0] if isinstance(acts, (list, tuple)) else acts
         score = _targets.scores(out, sel_fn, region, channels, top)
-    grads = tape.gradient(score, [acts, images] if wrt_images else [acts])
-    if grads[0] is None:
+    sources = ([acts] if acts is not None else []) + ([images] if wrt_images else [])
+    grads = tape.gradient(score, sources)
+    if acts is not None and grads[0] is None:
         raise ValueError(f"the explained score is not differentiable with respect to layer {layer!r} "
                          f"(it feeds another output or none); pass a layer on the path to the output")
-    return LayerPass(out, bool(dropped), tf.cast(acts, tf.float32), score, tf.cast(grads[0], tf.float32),
-                     grads[1] if wrt_images else None)
+    return LayerPass(out, bool(dropped), None if acts is None else tf.cast(acts, tf.float32), score,
+                     None if acts is None else tf.cast(grads[0], tf.float32),
+                     grads[-1] if wrt_images else None)
 
 
 def balanced(count: int, batch_size: int) -> int:

@@ -4,15 +4,16 @@ The method table's rows with ``one_pass="gradients"`` (saliency, Grad-CAM, Grad-
 activations) need the same forward pass with a layer ``A`` captured and the same score ``S``:
 ``dS/dx`` is saliency, ``dS/dA`` gives Grad-CAM and Grad-CAM++ (:func:`nbviz.methods.gradcam.cam_from`),
 ``A`` is the activation. :func:`gradient_pass` computes only the members asked for (the input
-gradient, the costly part, only for saliency) and, with ``outputs=True``, the model's own output
-from the same forward pass (the softmax put back when the score was read on the logits), so a
-dataset run stores its predictions without a second forward pass. Each map equals its own
-function's result: the target is resolved as each function resolves it
-(:mod:`nbviz.methods.targets`).
+gradient, the costly part, only for saliency; no layer is captured for saliency alone) and, with
+``outputs=True``, the model's own output from the same forward pass (the softmax put back, on
+its own axis, when the score was read on the logits), so a dataset run stores its predictions
+without a second forward pass. Each map equals its own function's result: the target is resolved
+as each function resolves it (:mod:`nbviz.methods.targets`).
 """
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -40,7 +41,8 @@ def gradient_pass(model, image, *, members=MEMBERS, target=None, layer=None, pre
     if unknown or not members:
         raise ValueError(f"members must be some of {MEMBERS}, got {members!r}")
     p, images, single = core.prepare(model, image, preprocess)
-    path = p.spatial_layer(layer).path
+    # saliency alone needs no layer (a model without a spatial layer has saliency too)
+    path = p.spatial_layer(layer).path if set(members) - {"saliency"} else None
     sel = core.selection(p, target, images, None)
     fn = sel.fn
     size = tuple(images.shape[1:3])
@@ -54,7 +56,7 @@ def gradient_pass(model, image, *, members=MEMBERS, target=None, layer=None, pre
             if key in members:
                 values[key] = cam_from(lp.acts, lp.grads, size, plus)[0]
         if outputs:
-            values["outputs"] = tf.nn.softmax(lp.out, axis=-1) if lp.softmax else lp.out
+            values["outputs"] = keras.ops.softmax(lp.out, axis=p.softmax_axis) if lp.softmax else lp.out
         return [tf.cast(values[k], tf.float32) for k in wanted]
 
     f = core.compiled(p, core.key_of("gradient_pass", images, sel, path, tuple(wanted)), one_pass)

@@ -64,3 +64,28 @@ def test_only_the_members_asked_for(demo_model, demo_images):
     assert list(got) == ["gradcam"] and got["gradcam"].shape == demo_images.shape[1:3]
     with pytest.raises(ValueError, match=r"members must be some of \('saliency'"):
         gradient_pass(demo_model, demo_images[0], members=("gradcam", "lime"))
+
+
+def test_saliency_alone_needs_no_spatial_layer_and_the_softmax_returns_on_its_axis():
+    import keras
+
+    # no spatial layer after the input: Flatten -> Dense(softmax); saliency is W[:, t] per pixel
+    inp = keras.Input((4, 4, 1))
+    flat = keras.layers.Flatten()(inp)
+    dense = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="head")(flat))
+    image = np.random.default_rng(0).normal(size=(4, 4, 1)).astype(np.float32)
+    with unchanged(dense):
+        got = gradient_pass(dense, image, members=("saliency",), outputs=True)
+    w = dense.get_layer("head").kernel.numpy()
+    top = int(np.argmax(np.asarray(dense(image[None]))[0]))
+    np.testing.assert_allclose(got["saliency"], w[:, top].reshape(4, 4, 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["saliency"], nbviz.saliency(dense, image), rtol=1e-6)
+    np.testing.assert_allclose(got["outputs"], np.asarray(dense(image[None]))[0], rtol=1e-5, atol=1e-7)
+    # a final Softmax over the rows (axis 1), not the last axis: the outputs are the model's
+    inp = keras.Input((5, 5, 2))
+    conv = keras.layers.Conv2D(3, 3, padding="same", name="conv")(inp)
+    rows = keras.Model(inp, keras.layers.Softmax(axis=1)(conv))
+    image = np.random.default_rng(1).normal(size=(5, 5, 2)).astype(np.float32)
+    got = gradient_pass(rows, image, members=("gradcam",), layer="conv", outputs=True)
+    np.testing.assert_allclose(got["outputs"], np.asarray(rows(image[None]))[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["outputs"].sum(axis=0), 1.0, rtol=1e-5)
