@@ -35,7 +35,9 @@ class Group:
     the floor is this many of those calls (feature visualisation: one per step); ``spec``: the
     nbviz row's spec (kind, name, options, batch); ``max_ratio`` / ``max_seconds``: the target;
     ``clock``: what ``max_ratio`` compares, the wall time or an extra both rows report (the Ray
-    rows: ``after_startup``, the steady state once the actors are up).
+    rows: ``after_startup``, the steady state once the actors are up); ``variants``: more nbviz
+    rows, ``(name, options)`` changed from ``spec``'s, each reported over the floor and as
+    nbviz's row over it (one floor serves them all, interleaved in the same rounds).
     """
 
     key: str
@@ -47,6 +49,7 @@ class Group:
     max_seconds: float | None = None
     peers: tuple[str, ...] = ()
     clock: str = "wall"
+    variants: tuple[tuple[str, dict], ...] = ()
 
     def target_text(self) -> str:
         parts = []
@@ -119,7 +122,7 @@ def _fill(value, size: int, model: str):
 #: groups a ``--quick`` run leaves out: each takes tens of seconds (thousands of forward passes,
 #: a Ray pool, a 4-pane comparison), so the quick run keeps the rows that take seconds
 QUICK_SKIP = ("rise", "scorecam", "ablationcam", "xrai", "guided_ig", "blur_ig", "compare4",
-              "recorder", "dataset_local", "dataset_local_nopixels", "first_partial_featvis")
+              "recorder", "dataset_local", "first_partial_featvis")
 
 
 def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int | None = None,
@@ -163,13 +166,10 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
               {"kind": "icons", "options": {"layer": FEATVIS_LAYER[model], "size": 128,
                                             "steps": ICON_STEPS, "cached": True}}, None,
               max_seconds=0.02),
-        Group("dataset_local", "explain_dataset, local engine, 256 images, Grad-CAM",
+        Group("dataset_local", "explain_dataset, local engine, 256 images, Grad-CAM (variant "
+              "nopixels: the pixels not stored)",
               {"kind": "dataset", "options": {"engine": "local"}}, "gradcam@32", floor_times=8,
-              max_ratio=1.11),
-        Group("dataset_local_nopixels",
-              "explain_dataset, local engine, 256 images, Grad-CAM, pixels not stored",
-              {"kind": "dataset", "options": {"engine": "local", "store_images": False}}, "gradcam@32",
-              floor_times=8, max_ratio=1.11),
+              max_ratio=1.11, variants=(("nopixels", {"store_images": False}),)),
         Group("session_switch", "method switch → result (6 cheap methods, per switch)",
               {"kind": "session_switch"}, None, max_seconds=0.3),
         Group("recorder", "training epoch with a Recorder (demo CNN)",
@@ -183,7 +183,7 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
                               ("occlusion", "occlusion (32×32 windows, stride 32)",
                                {"window": min(64, occlusion_window(size)),
                                 "stride": min(32, occlusion_window(size))}),
-                              ("featvis", "feature visualisation", {"steps": 64}))],
+                              ("featvis", "feature visualisation", {"steps": 32}))],
         Group("compare4", "compare view, 4 panes with deletion/insertion AUC", {"kind": "compare4"},
               None),
         Group("explorer_click", "Explorer click → frame", {"kind": "explorer_click"}, None,
@@ -197,12 +197,11 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
                          {"kind": "icons", "options": ascent}, None, max_ratio=1.2))
         out[-1] = dataclasses.replace(out[-1], floor="ascent@8")
     if not quick:
-        for actors in (1, 2):
-            out.append(Group(f"dataset_ray{actors}",
-                             f"explain_dataset, Ray engine, {actors} actor(s), 256 images, over local",
-                             {"kind": "dataset", "options": {"engine": "ray", "actors": actors}},
-                             "dataset_local@32", max_ratio=1.15 if actors == 1 else None,
-                             clock="after_startup"))
+        out.append(Group("dataset_ray", "explain_dataset, Ray engine, 1 actor (variant actors2: 2 "
+                         "actors), 256 images, over the local engine",
+                         {"kind": "dataset", "options": {"engine": "ray", "actors": 1}},
+                         "dataset_local@32", max_ratio=1.15, clock="after_startup",
+                         variants=(("actors2", {"actors": 2}),)))
     if model in FEATVIS_LAYER and not quick:
         out.append(Group("featvis", f"feature visualisation, {featvis_steps} steps",
                          {"kind": "featvis", "options": {"layer": FEATVIS_LAYER[model],

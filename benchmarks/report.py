@@ -29,18 +29,21 @@ def summarise(group, records: dict) -> dict:
     out = {"label": group.label, "target": group.target_text(), "floor": group.floor,
            "floor_times": group.floor_times, "clock": group.clock, "rows": records, "ratios": {}}
     floor = f"{key}/floor"
+    variants = [name for name, _ in group.variants]
+    out["variants"] = variants
     for clock in dict.fromkeys(("wall", "cpu", group.clock)):
         if group.floor is not None:
-            r = il.paired(records, nbviz, floor, clock)
-            if r is not None:
-                r = il.Spread(*(v / group.floor_times for v in (r.median, r.q1, r.q3)), r.n)
-                out["ratios"][f"floor_{clock}"] = r.as_dict()
-        if clock not in ("wall", "cpu"):
-            continue  # an extra: compared with the floor only
+            for name in ["nbviz", *variants]:
+                r = il.paired(records, f"{key}/{name}", floor, clock)
+                if r is not None:
+                    r = il.Spread(*(v / group.floor_times for v in (r.median, r.q1, r.q3)), r.n)
+                    out["ratios"][f"floor_{clock}" if name == "nbviz" else f"{name}/floor_{clock}"] = r.as_dict()
         for row_id in records:
             library = row_id.split("/", 1)[1]
             if library in ("nbviz", "floor", "floor-peers-venv"):
                 continue
+            if clock not in ("wall", "cpu") and library not in variants:
+                continue  # an extra: nbviz's row and its variants only
             r = il.paired(records, nbviz, row_id, clock)
             if r is not None:
                 out["ratios"][f"{library}_{clock}"] = r.as_dict()
@@ -125,7 +128,8 @@ def markdown(results: dict) -> str:
                 continue
             cold = nb.get("cold", {}).get("wall")
             peers = [f"{k[:-5]} {_x(v)}" for k, v in g["ratios"].items()
-                     if k.endswith("_wall") and not k.startswith(("floor", "peer_floor"))]
+                     if k.endswith("_wall") and "/" not in k and not k.startswith(("floor", "peer_floor"))
+                     and k[:-5] not in g.get("variants", [])]
             errors = [f"{rid.split('/', 1)[1]}: error" for rid, r in g["rows"].items()
                       if r.get("status") != "ok"]
             if g["ratios"].get("peer_floor_vs_floor_wall"):
@@ -135,6 +139,16 @@ def markdown(results: dict) -> str:
             clock = g.get("clock", "wall")
             if clock != "wall" and g["ratios"].get(f"floor_{clock}"):
                 extras.append(f"{clock} ×floor {_x(g['ratios'][f'floor_{clock}'])}")
+            for k, v in g["ratios"].items():  # the variants over the floor
+                if "/floor_" in k and (k.endswith("_wall") or (clock != "wall" and k.endswith(f"_{clock}"))):
+                    name, rest = k.split("/floor_")
+                    extras.append(f"{name} {_ms(_spread(g['rows'].get(f'{key}/{name}', {})))}, ×floor {_x(v)}"
+                                  if rest == "wall" else f"{name} {rest} ×floor {_x(v)}")
+            for name in g.get("variants", []):  # nbviz's row over each variant
+                for c in dict.fromkeys(("wall", clock)):
+                    if g["ratios"].get(f"{name}_{c}"):
+                        extras.append(f"nbviz / {name}{'' if c == 'wall' else f' ({c})'} "
+                                      f"{_x(g['ratios'][f'{name}_{c}'])}")
             if extras:
                 short += f" ({'; '.join(extras)})"
             lines.append(

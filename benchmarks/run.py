@@ -47,8 +47,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--samples", type=int, default=None, help="warm samples per row (7)")
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds of warm samples per group before it stops at 3 samples (30)")
-    ap.add_argument("--featvis-steps", type=int, default=30,
-                    help="feature visualisation steps (30: the row is a ratio to 30 bare steps; "
+    ap.add_argument("--featvis-steps", type=int, default=20,
+                    help="feature visualisation steps (20: the row is a ratio to 20 bare steps; "
                          "tf-keras-vis takes 0.4 s a step)")
     ap.add_argument("--rise-masks", type=int, default=500,
                     help="RISE masks (500; the method's default is 4000: the row is a ratio to "
@@ -129,6 +129,9 @@ def group_rows(group, base: dict, workers: dict) -> list[il.Row]:
         rows.append(il.Row(f"{group.key}/floor", "nbviz",
                            {**base, **catalog.floor_spec(group.floor, group.spec.get("options"))}))
     rows.append(il.Row(f"{group.key}/nbviz", "nbviz", {**base, **group.spec}))
+    for name, options in group.variants:
+        rows.append(il.Row(f"{group.key}/{name}", "nbviz",
+                           {**base, **group.spec, "options": {**group.spec.get("options", {}), **options}}))
     if "peers" in workers:
         batch = group.spec.get("batch", 1)
         if group.floor is not None and group.peers:

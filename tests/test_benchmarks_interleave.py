@@ -121,3 +121,35 @@ def test_process_worker_protocol(tmp_path):
         assert records["y"]["status"] == "error" and "cannot prepare y" in records["y"]["error"]
     finally:
         worker.close()
+
+
+def test_a_variant_and_a_steady_state_clock_are_paired_with_the_floor():
+    """A group judged on an extra (``after_startup``) with a variant row: every ratio is taken
+    per round from the same rounds, the verdict uses the extra, and the report shows both."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import catalog
+        import report
+    finally:
+        sys.path.remove(str(BENCH))
+    group = catalog.Group("ray", "Ray, 1 actor", {"kind": "dataset"}, "dataset_local@32",
+                          max_ratio=1.15, clock="after_startup", variants=(("actors2", {"actors": 2}),))
+    rounds = [0, 1, 2, 3]
+    load = [1.0, 2.0, 1.5, 3.0]
+    row = lambda wall, steady: {"status": "ok", "rounds": rounds,  # noqa: E731
+                                "wall": [wall * l for l in load], "cpu": [wall] * 4,
+                                "after_startup": [steady * l for l in load]}
+    records = {"ray/floor": row(4.0, 3.5), "ray/nbviz": row(20.0, 3.85), "ray/actors2": row(16.0, 2.8)}
+    out = report.summarise(group, records)
+    assert out["ratios"]["floor_wall"]["median"] == pytest.approx(5.0)
+    assert out["ratios"]["floor_after_startup"]["median"] == pytest.approx(1.1)
+    assert out["ratios"]["actors2/floor_after_startup"]["median"] == pytest.approx(0.8)
+    assert out["ratios"]["actors2_wall"]["median"] == pytest.approx(1.25)
+    assert out["ratios"]["actors2_after_startup"]["median"] == pytest.approx(3.85 / 2.8)
+    assert out["verdict"] == "met"  # 1.1 <= 1.15 on the steady state, though 5x on the wall
+    md = report.markdown({"meta": {"started": "now", "machine": {"cpu": "x", "cores": 2, "load": [0, 0, 0]},
+                                   "samples": 4, "budget_s": 30, "command": "test"},
+                          "models": {"m": {"size": 8, "groups": {"ray": out}}}})
+    line = next(l for l in md.splitlines() if l.startswith("| Ray, 1 actor"))
+    assert "after_startup ×floor 1.1×" in line and "actors2" in line and "≤ 1.15× floor (after_startup)" in line
+    assert "nbviz / actors2 (after_startup) 1.38×" in line
