@@ -177,6 +177,10 @@ def explain_dataset(model, source, *, methods=("gradcam",), metrics=(), target=N
     the same for every method), ``"label"`` (the true class; items without a label become
     errors) or an int class. ``layer``: passed to the methods that take one (Grad-CAM's layer).
 
+    ``store_images``: keep each image's pixels in the store, so that the gallery and
+    ``Results.image`` need no source later (default: for sources without files, arrays and
+    tf.data); as uint8 when they are 8-bit or whole numbers in 0..255, else as float32.
+
     Work is cut into shards of ``shard_size`` consecutive images; each finished shard is renamed
     into place atomically, so a run that dies and is started again with the same arguments
     continues where it stopped (a different configuration in the same ``out`` is an error;

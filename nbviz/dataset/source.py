@@ -232,6 +232,19 @@ def _label_index(value, class_names, where) -> int:
 # --------------------------------------------------------------------------- arrays
 
 
+def _whole_bytes(images: np.ndarray, chunk: int = 64) -> bool:
+    """Whether every value is a whole number in 0..255 (checked ``chunk`` images at a time)."""
+    if images.dtype == np.uint8:
+        return True
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk]
+        if part.dtype.kind == "f" and not np.array_equal(np.rint(part), part):
+            return False  # also NaN
+        if part.size and (part.min() < 0 or part.max() > 255):
+            return False
+    return True
+
+
 class ArraySource(Source):
     kind = "array"
 
@@ -245,13 +258,18 @@ class ArraySource(Source):
             raise TypeError(f"an array source must be numeric, got dtype {images.dtype}")
         self.images = images
         self.labels = None if labels is None else _labels_array(labels, len(images))
+        self._dtype = None
 
     def __len__(self):
         return len(self.images)
 
     @property
     def pixel_dtype(self):
-        return "uint8" if self.images.dtype == np.uint8 else "float32"
+        """``"uint8"`` also for other dtypes whose every value is a whole number in 0..255 (e.g.
+        the float32 of ``keras.utils.img_to_array``): stored exactly in a quarter of the bytes."""
+        if self._dtype is None:
+            self._dtype = "uint8" if _whole_bytes(self.images) else "float32"
+        return self._dtype
 
     def items(self, start=0):
         for i in range(start, len(self.images)):
