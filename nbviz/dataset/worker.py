@@ -222,21 +222,20 @@ def thumbnail_shape(height: int, width: int, size: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def thumbnails(images: np.ndarray, size: int) -> np.ndarray:
+def thumbnails(images: np.ndarray, size: int, *, byte_range: bool = False) -> np.ndarray:
     """Thumbnails of a batch ``(n, H, W, C)`` as uint8 ``(n, th, tw, C)``, all at once: area
-    averaging (:func:`tf.image.resize`, ``method="area"``); non-uint8 images are then min-max
-    scaled per thumbnail. Images no larger than ``size`` keep their size."""
+    averaging (:func:`tf.image.resize`, ``method="area"``). uint8 images, and others whose values
+    are 0..255 (``byte_range``), keep their values; any other image is min-max scaled per
+    thumbnail. Images no larger than ``size`` keep their size."""
     a = np.asarray(images)
+    bytes_ = a.dtype == np.uint8 or byte_range
     shape = thumbnail_shape(a.shape[1], a.shape[2], size)
     if shape != a.shape[1:3]:
         import tensorflow as tf
 
-        small = tf.image.resize(tf.constant(a, tf.float32), shape, method="area").numpy()
-        if a.dtype == np.uint8:
-            return np.clip(np.rint(small), 0, 255).astype(np.uint8)
-        a = small
-    if a.dtype == np.uint8:
-        return a
+        a = tf.image.resize(tf.constant(a, tf.float32), shape, method="area").numpy()
+    if bytes_:
+        return a if a.dtype == np.uint8 else np.clip(np.rint(a), 0, 255).astype(np.uint8)
     a = a.astype(np.float32, copy=False)
     lo = np.nanmin(a, axis=(1, 2, 3), keepdims=True)
     span = np.nanmax(a, axis=(1, 2, 3), keepdims=True) - lo
@@ -387,7 +386,8 @@ class Worker:
             labels += [labels[-1]] * pad
             out, target, result = self._compute(raw, labels)
             real = len(rows)
-            put("thumbs", rows, thumbnails(raw[:real], plan.thumbnail_size))
+            put("thumbs", rows, thumbnails(raw[:real], plan.thumbnail_size,
+                                           byte_range=plan.image_dtype == "uint8"))
             if plan.store_images:
                 put("images", rows, raw[:real].astype(plan.image_dtype, copy=False))
             if width:

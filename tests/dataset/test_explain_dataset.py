@@ -184,7 +184,7 @@ def test_float_pixels_are_stored_as_explained_for_every_source_kind(demo_model, 
 def test_whole_number_float_pixels_are_stored_exactly_as_uint8(demo_model, scenes, tmp_path):
     # keras.utils.img_to_array gives float32 with whole values 0..255: a quarter of the bytes,
     # the same values, the same maps as the float images explained
-    images = scenes.images[:8].astype(np.float32)
+    images = (scenes.images[:8] // 2 + 40).astype(np.float32)  # 40..167: no min-max stretch
     r = explain_dataset(demo_model, images, methods=("gradcam",), out=tmp_path / "out", batch_size=4,
                         progress=False)
     direct = nbviz.gradcam(demo_model, images)
@@ -192,6 +192,8 @@ def test_whole_number_float_pixels_are_stored_exactly_as_uint8(demo_model, scene
         assert r.image(i).dtype == np.uint8
         np.testing.assert_array_equal(r.image(i), images[i])
         _close(r.maps(i, "gradcam"), direct[i])
+    # the thumbnails show the pixels as they are (64 px scenes: the thumbnail is the image)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(r.thumbnail(3)))), images[3])
     half = images.copy()
     half[7, 0, 0, 0] = 0.5  # one value that is not a whole number: float32 kept for all
     r = explain_dataset(demo_model, half, methods=("gradcam",), out=tmp_path / "half", batch_size=4,
