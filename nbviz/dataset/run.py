@@ -94,7 +94,7 @@ class Assembler:
         for k in np.unique(shards):
             k = int(k)
             rows = np.flatnonzero(shards == k)
-            part = batch if len(rows) == len(batch.index) else _take(batch, rows)
+            part = batch if len(rows) == len(batch.index) else batch.take(rows)
             self.counts[k] += len(rows)
             last = self.counts[k] == len(self.store.shard_range(k))
             self._futures.append(self._writer.submit(self._write, k, part, last))
@@ -105,7 +105,7 @@ class Assembler:
         t0 = time.perf_counter()
         writer = self._open.get(k)
         if writer is None:
-            writer = self._open[k] = self.store.writer(k, batch_rows=self.batch_rows)
+            writer = self._open[k] = _store.ShardWriter(self.store, k, batch_rows=self.batch_rows)
         writer.add(part)
         if last:
             del self._open[k]
@@ -128,14 +128,6 @@ class Assembler:
         futures, self._futures = self._futures, []
         for f in futures:
             f.result()
-
-
-def _take(b: Batch, rows) -> Batch:
-    pick = lambda seq: [seq[i] for i in rows]  # noqa: E731
-    return Batch(b.index[rows], pick(b.ids), pick(b.paths), pick(b.labels), pick(b.error), b.outputs[rows],
-                 pick(b.targets), {k: v[rows] for k, v in b.maps.items()},
-                 {k: v[rows] for k, v in b.metrics.items()}, b.thumbs[rows],
-                 None if b.images is None else b.images[rows])
 
 
 def _progress(progress, total, initial):
@@ -267,8 +259,7 @@ def explain_dataset(model, source, *, methods=("gradcam",), metrics=(), target=N
     done = st.finished()
     pending = [k for k in range(st.shard_count) if k not in done]
     initial = sum(len(st.shard_range(k)) for k in done)
-    write_kwargs = dict(class_names=config["class_names"], top_k=top_k,
-                        method_names=config["methods"], metric_columns=metric_columns)
+    write_kwargs = dict(class_names=config["class_names"], top_k=top_k, metric_columns=metric_columns)
     assembler = Assembler(st, pending, write_kwargs, batch_rows=batch_size)
     t_work = time.perf_counter()
     if pending:

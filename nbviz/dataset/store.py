@@ -35,7 +35,6 @@ metric and method, and ``shard`` / ``row`` (where the maps are).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -48,6 +47,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from nbviz.dataset.worker import Batch
 
 __all__ = ["Store", "Results", "open_results", "FORMAT"]
 
@@ -161,10 +162,6 @@ class Store:
 
     # ---------------------------------------------------------------- writing
 
-    def writer(self, k: int, *, batch_rows: int | None = None) -> "ShardWriter":
-        """A :class:`ShardWriter` for shard ``k``."""
-        return ShardWriter(self, k, batch_rows=batch_rows)
-
     def finalize(self, schema: pa.Schema) -> tuple[int, int]:
         """Write the union tables and mark the run complete; returns (rows, errors)."""
         done = self.finished()
@@ -248,16 +245,15 @@ class ShardWriter:
                     target[int(rows[0]):int(rows[-1]) + 1] = data
                 else:
                     target.oindex[rows] = data
-        self.parts.append(dataclasses.replace(batch, maps={}, thumbs=None, images=None))
+        self.parts.append(batch.rows_only())
         self.seconds += time.perf_counter() - t0
 
-    def finish(self, *, class_names=None, top_k: int = 5, method_names: Sequence[str] = (),
-               metric_columns: Sequence[str] = ()) -> float:
+    def finish(self, *, class_names=None, top_k: int = 5, metric_columns: Sequence[str] = ()) -> float:
         """Write the tables, rename the shard into place; returns the seconds spent writing the
         whole shard. A shard already there (another writer finished it) is kept and this one
         discarded."""
         t0 = time.perf_counter()
-        batch = _rows(self.parts)
+        batch = Batch.join_rows(self.parts)
         expected = list(self.range)
         if batch.index.tolist() != expected:
             raise RuntimeError(f"shard {self.k}: got indices {batch.index[:3]}..., expected {expected[:3]}...")
@@ -288,24 +284,6 @@ class ShardWriter:
     def abort(self) -> None:
         """Remove the unfinished shard (a run that stops keeps only whole shards)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _rows(parts: Sequence) -> "Batch":
-    """The parts' table rows as one batch in index order (arrays were written already)."""
-    first = parts[0]
-    if len(parts) > 1:
-        cat = lambda name: [x for p in parts for x in getattr(p, name)]  # noqa: E731
-        first = dataclasses.replace(
-            first, index=np.concatenate([p.index for p in parts]), ids=cat("ids"), paths=cat("paths"),
-            labels=cat("labels"), error=cat("error"), outputs=np.concatenate([p.outputs for p in parts]),
-            targets=cat("targets"), metrics={k: np.concatenate([p.metrics[k] for p in parts]) for k in first.metrics})
-    order = np.argsort(first.index, kind="stable")
-    if (order == np.arange(len(order))).all():
-        return first
-    pick = lambda seq: [seq[i] for i in order]  # noqa: E731
-    return dataclasses.replace(first, index=first.index[order], ids=pick(first.ids), paths=pick(first.paths),
-                               labels=pick(first.labels), error=pick(first.error), outputs=first.outputs[order],
-                               targets=pick(first.targets), metrics={k: v[order] for k, v in first.metrics.items()})
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -210,8 +210,33 @@ class Batch:
     targets: list              # explained class per item (int) or None
     maps: dict                 # name -> (n, ...) float32
     metrics: dict              # column -> (n,) float64
-    thumbs: np.ndarray         # (n, th, tw, C) uint8 thumbnails (zeros on error rows)
+    thumbs: np.ndarray | None  # (n, th, tw, C) uint8 thumbnails (zeros on error rows)
     images: np.ndarray | None  # (n, H, W, C) raw pixels when the plan stores them
+
+    def take(self, rows) -> "Batch":
+        """The items at positions ``rows``, in that order."""
+        pick = lambda seq: [seq[i] for i in rows]  # noqa: E731
+        part = lambda a: None if a is None else a[rows]  # noqa: E731
+        return Batch(self.index[rows], pick(self.ids), pick(self.paths), pick(self.labels),
+                     pick(self.error), self.outputs[rows], pick(self.targets),
+                     {k: v[rows] for k, v in self.maps.items()},
+                     {k: v[rows] for k, v in self.metrics.items()}, part(self.thumbs), part(self.images))
+
+    def rows_only(self) -> "Batch":
+        """This batch without its per-item arrays (maps, thumbnails, pixels): the table rows."""
+        return dataclasses.replace(self, maps={}, thumbs=None, images=None)
+
+    @staticmethod
+    def join_rows(parts: Sequence["Batch"]) -> "Batch":
+        """The table rows of ``parts`` (see :meth:`rows_only`) as one batch in index order."""
+        first = parts[0]
+        if len(parts) > 1:
+            cat = lambda name: [x for p in parts for x in getattr(p, name)]  # noqa: E731
+            first = Batch(np.concatenate([p.index for p in parts]), cat("ids"), cat("paths"), cat("labels"),
+                          cat("error"), np.concatenate([p.outputs for p in parts]), cat("targets"), {},
+                          {k: np.concatenate([p.metrics[k] for p in parts]) for k in first.metrics}, None, None)
+        order = np.argsort(first.index, kind="stable")
+        return first if (order == np.arange(len(order))).all() else first.take(order)
 
 
 def thumbnail_shape(height: int, width: int, size: int) -> tuple[int, int]:
