@@ -232,7 +232,7 @@ def _label_index(value, class_names, where) -> int:
 # --------------------------------------------------------------------------- arrays
 
 
-def _whole_bytes(images: np.ndarray, chunk: int = 64) -> bool:
+def _whole_bytes(images: np.ndarray, chunk: int = 8) -> bool:
     """Whether every value is a whole number in 0..255 (checked ``chunk`` images at a time)."""
     if images.dtype == np.uint8:
         return True

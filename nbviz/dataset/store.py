@@ -14,7 +14,8 @@ Layout of ``out/``::
                              of about 4 MiB that divide the batch size (16 maps at 224 px),
                              Blosc-LZ4 compressed; "images" (the pixels; float ones
                              uncompressed) for sources without files; "thumbs", uint8
-                             thumbnails (longer side <= thumbnail_size; PNG made when read)
+                             thumbnails (longer side <= thumbnail_size; PNG made when read);
+                             one file per chunk, named c.<i>.<j>... (no folder per index)
         shard.json           its row/error counts and timings, written last
 
 A shard is built under ``shards/.<k>.tmp-<pid>-<random>/``, batch by batch as the results come
@@ -223,9 +224,14 @@ class ShardWriter:
             # time) and are stored as they are
             codecs = None if name == "images" and data.dtype.kind == "f" else \
                 BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+            # every chunk is written as it comes (Zarr's default test of each chunk for being all
+            # fill value, to skip it, is one more pass over the data), as one file named
+            # c.<row>.0... (no folder per chunk index: creating folders was most of the store's
+            # kernel time)
             hit = self.arrays[name] = self.group.create_array(
                 name, shape=(n, *data.shape[1:]), dtype=data.dtype, chunks=chunks, compressors=codecs,
-                fill_value=0)
+                fill_value=0, config={"write_empty_chunks": True},
+                chunk_key_encoding={"name": "default", "separator": "."})
         return hit
 
     def add(self, batch) -> None:
