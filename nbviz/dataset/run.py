@@ -201,6 +201,9 @@ def explain_dataset(model, source, *, methods=("gradcam",), metrics=(), target=N
                          f"index >= 0; got {target!r}")
     if preprocess is not None and not callable(preprocess):
         raise TypeError(f"preprocess must be a callable (raw images -> model input), got {preprocess!r}")
+    if store_images is not None and not isinstance(store_images, (bool, np.bool_)):
+        raise TypeError(f"store_images must be None (store the pixels of sources without files), "
+                        f"True or False; got {store_images!r}")
     out = Path(out)
     method_specs = resolve_methods(methods, options)
     metric_specs = resolve_metrics(metrics)

@@ -231,6 +231,8 @@ def test_metric_names_resolve_lazily_from_nbviz_metrics(demo_model, scenes, tmp_
     ({"target": "label"}, ValueError, "needs labels"),
     ({"options": {"smoothgrad": {"samples": 4}}}, ValueError, "not run"),
     ({"options": {"occlusion": {"window": 0}}, "methods": ("occlusion",)}, ValueError, "window"),
+    ({"store_images": "yes"}, TypeError, "store_images must be None .* True or False; got 'yes'"),
+    ({"store_images": 1}, TypeError, "store_images must be"),
 ])
 def test_bad_arguments_are_named(demo_model, scenes, tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
