@@ -37,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--num-gpus-per-actor", type=float, default=0)
     a.add_argument("--unsafe", action="store_true",
                    help="load the model with safe_mode=False (runs Python code stored in the file)")
+    a.add_argument("--no-images", action="store_true",
+                   help="do not keep the pixels of a .npy/.npz source in the store (smaller and "
+                        "faster; the gallery then cannot open those images)")
     a.add_argument("--overwrite", action="store_true", help="delete an existing results folder first")
     a.add_argument("--no-progress", action="store_true")
     return a
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
             labels=labels, class_names=args.class_names.split(",") if args.class_names else None,
             resize=args.resize, progress=not args.no_progress, overwrite=args.overwrite,
             safe_mode=not args.unsafe, ray_address=args.ray_address, num_actors=args.num_actors,
-            num_gpus_per_actor=args.num_gpus_per_actor)
+            num_gpus_per_actor=args.num_gpus_per_actor, store_images=False if args.no_images else None)
     except (ValueError, TypeError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

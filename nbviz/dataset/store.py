@@ -467,6 +467,9 @@ class Results:
             from nbviz.dataset.source import read_file
 
             return read_file(r["path"], channels=self.manifest["config"]["channels"])
+        if not self.manifest["config"].get("store_images", True):
+            raise KeyError(f"image {r['id']!r} has no file and its pixels are not in this store (the "
+                           f"run had store_images=False); run again with store_images=True to open it")
         return np.asarray(self._array(r["shard"], "images")[r["row"]])
 
     def thumbnail(self, key) -> bytes:

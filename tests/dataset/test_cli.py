@@ -16,7 +16,7 @@ from nbviz import demo
 from nbviz.dataset import explain_dataset
 from nbviz.dataset.cli import main
 from nbviz.dataset.modelfile import load_model_file
-from nbviz.dataset.store import finished_shards
+from nbviz.dataset.store import finished_shards, open_results
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,3 +88,9 @@ def test_safe_mode_names_the_lambda_layer(tmp_path, capsys):
                  "--methods", "gradcam,saliency", "--no-progress"])
     assert code == 0, capsys.readouterr().err
     assert "6 images explained, 0 errors" in capsys.readouterr().out
+    np.testing.assert_array_equal(open_results(tmp_path / "out").image(0), images[0])  # pixels kept
+    code = main([str(tmp_path / "x.npy"), "--model", str(path), "--out", str(tmp_path / "bare"), "--unsafe",
+                 "--no-images", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    with pytest.raises(KeyError, match="store_images=False"):
+        open_results(tmp_path / "bare").image(0)

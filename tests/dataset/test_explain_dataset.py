@@ -201,6 +201,19 @@ def test_whole_number_float_pixels_are_stored_exactly_as_uint8(demo_model, scene
     assert r.image(0).dtype == np.float32 and r.image(7)[0, 0, 0] == 0.5
 
 
+def test_store_images_false_keeps_maps_and_thumbnails_and_says_why_no_image(demo_model, scenes, tmp_path):
+    images = scenes.images[:6]
+    r = explain_dataset(demo_model, images, methods=("gradcam",), out=tmp_path / "out", batch_size=4,
+                        progress=False, store_images=False)
+    direct = nbviz.gradcam(demo_model, images)
+    for i in range(6):
+        _close(r.maps(i, "gradcam"), direct[i])
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(r.thumbnail(5)))), images[5])
+    assert not (tmp_path / "out" / "shards" / "00000" / "maps.zarr" / "images").exists()
+    with pytest.raises(KeyError, match="'#2' has no file .* store_images=False"):
+        r.image(2)
+
+
 def test_metric_names_resolve_lazily_from_nbviz_metrics(demo_model, scenes, tmp_path, monkeypatch):
     class Curve:
         def __init__(self, auc):
