@@ -166,10 +166,11 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
               {"kind": "icons", "options": {"layer": FEATVIS_LAYER[model], "size": 128,
                                             "steps": ICON_STEPS, "cached": True}}, None,
               max_seconds=0.02),
-        Group("dataset_local", "explain_dataset, local engine, 256 images, Grad-CAM (variant "
-              "nopixels: the pixels not stored)",
+        Group("dataset_local", "explain_dataset, local engine, 256 images, Grad-CAM (variants "
+              "nopixels: the pixels not stored; nowrite: no array written)",
               {"kind": "dataset", "options": {"engine": "local"}}, "gradcam@32", floor_times=8,
-              max_ratio=1.11, variants=(("nopixels", {"store_images": False}),)),
+              max_ratio=1.11, variants=(("nopixels", {"store_images": False}),
+                                        ("nowrite", {"write_arrays": False}))),
         Group("session_switch", "method switch → result (6 cheap methods, per switch)",
               {"kind": "session_switch"}, None, max_seconds=0.3),
         Group("recorder", "training epoch with a Recorder (demo CNN)",
