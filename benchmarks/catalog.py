@@ -37,7 +37,8 @@ class Group:
     ``clock``: what ``max_ratio`` compares, the wall time or an extra both rows report (the Ray
     rows: ``after_startup``, the steady state once the actors are up); ``variants``: more nbviz
     rows, ``(name, options)`` changed from ``spec``'s, each reported over the floor and as
-    nbviz's row over it (one floor serves them all, interleaved in the same rounds).
+    nbviz's row over it (one floor serves them all, interleaved in the same rounds);
+    ``min_samples``: warm samples taken even past the time budget (rows whose ratio is noisy).
     """
 
     key: str
@@ -50,6 +51,7 @@ class Group:
     peers: tuple[str, ...] = ()
     clock: str = "wall"
     variants: tuple[tuple[str, dict], ...] = ()
+    min_samples: int = 3
 
     def target_text(self) -> str:
         parts = []
@@ -168,9 +170,9 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
               max_seconds=0.02),
         Group("dataset_local", "explain_dataset, local engine, 256 images, Grad-CAM (variants "
               "nopixels: the pixels not stored; nowrite: no array written)",
-              {"kind": "dataset", "options": {"engine": "local"}}, "gradcam@32", floor_times=8,
-              max_ratio=1.11, variants=(("nopixels", {"store_images": False}),
-                                        ("nowrite", {"write_arrays": False}))),
+              {"kind": "dataset", "options": {"engine": "local"}}, "gradcam@256:32", max_ratio=1.11,
+              variants=(("nopixels", {"store_images": False}), ("nowrite", {"write_arrays": False})),
+              min_samples=6),
         Group("session_switch", "method switch → result (6 cheap methods, per switch)",
               {"kind": "session_switch"}, None, max_seconds=0.3),
         Group("recorder", "training epoch with a Recorder (demo CNN)",

@@ -302,7 +302,12 @@ def floor_row(model, spec: dict) -> Callable[[int], Any]:
         from nbviz.methods import table
         fn = table.method(name).function_object()
         images, b = np.load(spec["images"]), int(spec.get("batch", 1))
-        return lambda i: fn(model, images[(b * i + np.arange(b)) % len(images)])  # one batch
+        chunk = int(spec.get("chunk") or b)
+
+        def bare(i):  # b images (the dataset rows' own of round i) as calls of `chunk`
+            picked = images[(b * i + np.arange(b)) % len(images)]
+            return [fn(model, picked[j:j + chunk]) for j in range(0, b, chunk)][-1]
+        return bare
     if name == "forward":
         fn = forward_fn(model)
         b, chunk = int(spec.get("batch", 1)), int(spec.get("chunk") or spec.get("batch", 1))

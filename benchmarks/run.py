@@ -212,7 +212,9 @@ def main(argv=None) -> dict:
                 log(f"{name}/{group.key}")
                 revive(workers, log)
                 records = il.interleave(group_rows(group, base, workers), workers,
-                                        samples=args.samples, budget_s=args.budget, log=log)
+                                        samples=args.samples,
+                                        min_samples=min(args.samples, group.min_samples),
+                                        budget_s=args.budget, log=log)
                 entry["groups"][group.key] = report.summarise(group, records)
                 log("  " + report.one_line(entry["groups"][group.key]))
                 report.write(results, stem)  # a crash keeps what was measured
