@@ -219,7 +219,8 @@ def groups(model: str, size: int, *, featvis_steps: int = 100, rise_masks: int |
 def floor_spec(key: str, options: dict | None = None) -> dict:
     """``"fwd_bwd@8"`` -> ``{"kind": "floor", "name": "fwd_bwd", "batch": 8}``; ``"forward@1280:64"``:
     1280 images run as forward passes of 64 at a time (``"chunk": 64``), as the method batches
-    them (``options``: the ascent floor's layer, size and steps)."""
+    them; a table method's key (``"gradcam@256:32"``) is that method called bare, here on 256
+    images in calls of 32 (``options``: the ascent floor's layer, size and steps)."""
     name, _, batch = key.partition("@")
     batch, _, chunk = batch.partition(":")
     spec = {"kind": "floor", "name": name, "batch": int(batch), "options": dict(options or {})}
