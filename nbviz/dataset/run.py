@@ -204,6 +204,8 @@ def explain_dataset(model, source, *, methods=("gradcam",), metrics=(), target=N
     if store_images is not None and not isinstance(store_images, (bool, np.bool_)):
         raise TypeError(f"store_images must be None (store the pixels of sources without files), "
                         f"True or False; got {store_images!r}")
+    if store_images is not None:
+        store_images = bool(store_images)  # numpy's bool too: the manifest keeps a JSON bool
     out = Path(out)
     method_specs = resolve_methods(methods, options)
     metric_specs = resolve_metrics(metrics)

@@ -212,6 +212,11 @@ def test_store_images_false_keeps_maps_and_thumbnails_and_says_why_no_image(demo
     assert not (tmp_path / "out" / "shards" / "00000" / "maps.zarr" / "images").exists()
     with pytest.raises(KeyError, match="'#2' has no file .* store_images=False"):
         r.image(2)
+    r = explain_dataset(demo_model, images, methods=("gradcam",), out=tmp_path / "np", batch_size=4,
+                        progress=False, store_images=np.False_)
+    assert r.manifest["config"]["store_images"] is False
+    with pytest.raises(KeyError, match="store_images=False"):
+        r.image(2)
 
 
 def test_metric_names_resolve_lazily_from_nbviz_metrics(demo_model, scenes, tmp_path, monkeypatch):
