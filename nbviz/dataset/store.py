@@ -20,8 +20,11 @@ Layout of ``out/``::
 
 A shard is built under ``shards/.<k>.tmp-<pid>-<random>/``, batch by batch as the results come
 (:class:`ShardWriter`), and renamed to ``shards/<k>/`` with
-``os.replace`` only when complete, so a killed run leaves at most a temporary folder (removed by
-the next run when its process is gone) and never a partial shard. A restarted run skips the
+``os.replace`` only when complete and on disk (every chunk file is flushed as it is written,
+and dropped from the page cache: a run reads none of it back; the rest, and the folders, are
+synced before the rename), so a killed run, or a machine that went down, leaves at most a
+temporary folder (removed by the next run when its process is gone) and never a partial shard.
+``manifest.json`` and the union tables are replaced the same way. A restarted run skips the
 shards that exist; the union has exactly one row per usable image because a shard is a fixed
 range of source indices. While a run is going on (or after it died) :func:`open_results` reads
 the finished shards.
@@ -59,18 +62,6 @@ SHARDS = "shards"
 CHUNK_BYTES = 4 << 20
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
 _datasync = getattr(os, "fdatasync", os.fsync)
 
 
@@ -86,16 +77,12 @@ def _sync_file(path, *, drop: bool = False) -> None:
 
 
 def _sync_tree(root: Path) -> None:
-    """fsync every file and folder under ``root`` and ``root`` itself (the files' data and the
-    names in each folder), so that a shard renamed into place after it survives a crash of the
+    """Every file and folder under ``root``, and ``root`` itself, on disk (the files' bytes and
+    the names in each folder), so that a shard renamed into place after it survives a crash of the
     machine, not only of the process."""
     for folder, _, files in os.walk(root, topdown=False):
         for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _sync_file(os.path.join(folder, name))
         _sync_dir(folder)
 
 
@@ -110,6 +97,24 @@ def _sync_dir(path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp)``, then ``tmp`` on disk and renamed to ``path``: after a crash of the process
+    or of the machine, ``path`` holds the old or the new content, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    write(tmp)
+    _sync_file(tmp)
+    os.replace(tmp, path)
+    _sync_dir(path.parent)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _atomic_write_table(table: pa.Table, path: Path) -> None:
+    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 _FLUSHED_STORE = None

@@ -130,6 +130,47 @@ def test_resume_rewrites_only_missing_shards(demo_model, scenes, tmp_path):
     assert redone.methods == ["saliency"] and len(redone) == 48
 
 
+def test_everything_is_on_disk_before_it_is_renamed_into_place(demo_model, scenes, tmp_path, monkeypatch):
+    """A shard, the manifest and the union tables are renamed into place only once every file
+    and folder in them is synced (so a finished shard survives a crash of the machine too), and
+    each chunk file is flushed as it is written."""
+    import os
+
+    from nbviz.dataset import store
+
+    out = (tmp_path / "out").resolve()
+    synced, checked = set(), []
+    fsync, datasync, replace = os.fsync, store._datasync, os.replace
+
+    def record(real):
+        def sync(fd):
+            synced.add(os.path.realpath(f"/proc/self/fd/{fd}"))
+            return real(fd)
+        return sync
+
+    def checked_replace(src, dst, *a, **k):
+        src, dst = os.path.realpath(src), os.path.realpath(dst)
+        if os.path.dirname(dst) in (str(out), str(out / "shards")):  # not Zarr's own chunk renames
+            walked = [src] if os.path.isfile(src) else [
+                os.path.join(d, n) for d, _, files in os.walk(src) for n in [*files, "."]]
+            missing = [p for p in map(os.path.realpath, walked) if p not in synced]
+            assert not missing, f"renamed {dst} with unsynced {missing[:3]}"
+            checked.append(dst)
+        return replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "fsync", record(fsync))
+    monkeypatch.setattr(store, "_datasync", record(datasync))
+    monkeypatch.setattr(os, "replace", checked_replace)
+    r = explain_dataset(demo_model, scenes.images[:32], methods=("gradcam",), out=out, batch_size=16,
+                        shard_size=16, progress=False)
+    names = [os.path.basename(p) for p in checked]
+    assert names.count("00000") == names.count("00001") == 1
+    assert {"manifest.json", "results.parquet", "errors.parquet"} <= set(names)
+    chunks = [p for p in synced if "/maps.zarr/gradcam/c." in p]
+    assert len(chunks) == 2, chunks  # one chunk of 16 maps per shard, each flushed when written
+    assert len(r) == 32
+
+
 def test_progress_bar_advances_with_rate(demo_model, scenes, tmp_path):
     buf = io.StringIO()
     explain_dataset(demo_model, scenes.images[:48], methods=("gradcam",), out=tmp_path / "out",
