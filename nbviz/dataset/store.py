@@ -40,6 +40,7 @@ metric and method, and ``shard`` / ``row`` (where the maps are).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -69,11 +70,21 @@ IMAGE_CHUNK_BYTES = 20 << 20
 _datasync = getattr(os, "fdatasync", os.fsync)
 
 
+#: what a file system without the call answers (the write stands, only not forced to disk); any
+#: other error (ENOSPC, EIO: a write that failed after all) is raised
+_CANNOT_SYNC = {errno.EINVAL, errno.ENOSYS, errno.EBADF, getattr(errno, "ENOTSUP", -1),
+                getattr(errno, "EOPNOTSUPP", -1)}
+
+
 def _sync_file(path, *, drop: bool = False) -> None:
     """Put a written file's bytes on disk; with ``drop``, also out of the page cache."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        _datasync(fd)
+        try:
+            _datasync(fd)
+        except OSError as exc:
+            if exc.errno not in _CANNOT_SYNC:
+                raise
         if drop and hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:

@@ -171,6 +171,32 @@ def test_everything_is_on_disk_before_it_is_renamed_into_place(demo_model, scene
     assert len(r) == 32
 
 
+@pytest.mark.parametrize("code, fails", [("EINVAL", False), ("ENOSPC", True)])
+def test_a_file_system_that_cannot_sync_still_gets_the_run_but_a_failed_write_is_raised(
+        demo_model, scenes, tmp_path, monkeypatch, code, fails):
+    import errno
+    import os
+
+    from nbviz.dataset import store
+
+    real = store._datasync
+
+    def refuse(fd):  # every file (EINVAL), or the maps' chunk files only: a write failing mid-run
+        if code == "EINVAL" or "/maps.zarr/gradcam/c." in os.path.realpath(f"/proc/self/fd/{fd}"):
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+        return real(fd)
+
+    monkeypatch.setattr(store, "_datasync", refuse)
+    args = dict(methods=("gradcam",), out=tmp_path / "out", batch_size=16, shard_size=16, progress=False)
+    if fails:
+        with pytest.raises(OSError) as info:
+            explain_dataset(demo_model, scenes.images[:32], **args)
+        assert info.value.errno == errno.ENOSPC
+        assert not finished_shards(tmp_path / "out")  # no shard taken for finished
+    else:
+        assert len(explain_dataset(demo_model, scenes.images[:32], **args)) == 32
+
+
 def test_progress_bar_advances_with_rate(demo_model, scenes, tmp_path):
     buf = io.StringIO()
     explain_dataset(demo_model, scenes.images[:48], methods=("gradcam",), out=tmp_path / "out",
