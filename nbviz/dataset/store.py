@@ -62,8 +62,8 @@ FORMAT = "nbviz-results/2"  # 2: thumbnails in maps.zarr, not PNG bytes in thumb
 SHARDS = "shards"
 #: the size of a Zarr chunk (several images' maps): 16 Grad-CAM maps at 224 px
 CHUNK_BYTES = 4 << 20
-#: the size of a chunk of stored pixels: a batch of 32 float images at 224 px in one file (a
-#: quarter of the writing CPU of 4 MiB chunks; opening one image reads its chunk, ~20 ms)
+#: the size of a chunk of stored pixels: a batch of 32 float images at 224 px in one file (about
+#: half the writing CPU of 4 MiB chunks; opening one image reads its chunk, 5-22 ms measured)
 IMAGE_CHUNK_BYTES = 20 << 20
 
 
@@ -316,7 +316,7 @@ class ShardWriter:
                 BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
             # every chunk is written as it comes (Zarr's default test of each chunk for being all
             # fill value, to skip it, is one more pass over the data), as one file named
-            # c.<row>.0... (no folder per chunk index: creating folders was most of the store's
+            # c.<row>.0... (no folder per chunk index: creating folders showed in the store's
             # kernel time)
             hit = self.arrays[name] = self.group.create_array(
                 name, shape=(n, *data.shape[1:]), dtype=data.dtype, chunks=chunks, compressors=codecs,
